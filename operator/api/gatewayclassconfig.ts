@@ -1,0 +1,120 @@
+// GatewayClassConfig (sluice.dev/v1alpha1): how a GatewayClass's Gateways are exposed. The
+// schema below is the single source of truth: the CRD in crds/ is generated from it
+// (`npm run crds`) and the translator validates objects read from files with it, so a folder of
+// manifests is held to what the API server would enforce.
+import { Ajv } from "ajv";
+
+export interface NlbHealthCheck {
+  protocol?: "TCP" | "HTTP" | "HTTPS";
+  /** A port number, a port name, or `traffic-port`. */
+  port?: string;
+  path?: string;
+  intervalSeconds?: number;
+  timeoutSeconds?: number;
+  healthyThreshold?: number;
+  unhealthyThreshold?: number;
+  successCodes?: string;
+}
+
+export interface AwsNlbConfig {
+  scheme?: "internal" | "internet-facing";
+  targetType?: "ip" | "instance";
+  name?: string;
+  subnets?: string[];
+  securityGroups?: string[];
+  manageBackendSecurityGroupRules?: boolean;
+  ipAddressType?: "ipv4" | "dualstack";
+  loadBalancerAttributes?: Record<string, string>;
+  targetGroupAttributes?: Record<string, string>;
+  proxyProtocol?: boolean;
+  healthCheck?: NlbHealthCheck;
+  additionalTags?: Record<string, string>;
+}
+
+export interface GatewayClassConfigSpec {
+  service?: {
+    type?: "LoadBalancer" | "NodePort";
+    loadBalancerClass?: string;
+    externalTrafficPolicy?: "Cluster" | "Local";
+    loadBalancerSourceRanges?: string[];
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+  };
+  aws?: { nlb?: AwsNlbConfig };
+}
+
+const stringMap = { type: "object", additionalProperties: { type: "string" } } as const;
+const stringList = { type: "array", items: { type: "string", minLength: 1 } } as const;
+const positiveInt = (max: number) => ({ type: "integer", minimum: 1, maximum: max }) as const;
+
+/** OpenAPI v3 (structural) schema of `spec`; valid both as a CRD schema and for Ajv. */
+export const gatewayClassConfigSpecSchema = {
+  type: "object",
+  additionalProperties: false,
+  properties: {
+    service: {
+      type: "object",
+      additionalProperties: false,
+      description: "The generated Service of each Gateway.",
+      properties: {
+        type: { type: "string", enum: ["LoadBalancer", "NodePort"], description: "LoadBalancer (default) or NodePort (kind, bare metal)." },
+        loadBalancerClass: { type: "string", minLength: 1, description: "e.g. service.k8s.aws/nlb to let the AWS Load Balancer Controller own the NLB." },
+        externalTrafficPolicy: { type: "string", enum: ["Cluster", "Local"] },
+        loadBalancerSourceRanges: { ...stringList, description: "CIDRs allowed to reach the load balancer." },
+        labels: stringMap,
+        annotations: stringMap,
+      },
+    },
+    aws: {
+      type: "object",
+      additionalProperties: false,
+      properties: {
+        nlb: {
+          type: "object",
+          additionalProperties: false,
+          description: "An AWS Network Load Balancer, mapped to the AWS Load Balancer Controller's Service annotations.",
+          properties: {
+            scheme: { type: "string", enum: ["internal", "internet-facing"] },
+            targetType: { type: "string", enum: ["ip", "instance"] },
+            name: { type: "string", minLength: 1, maxLength: 32 },
+            subnets: stringList,
+            securityGroups: stringList,
+            manageBackendSecurityGroupRules: { type: "boolean" },
+            ipAddressType: { type: "string", enum: ["ipv4", "dualstack"] },
+            loadBalancerAttributes: stringMap,
+            targetGroupAttributes: stringMap,
+            proxyProtocol: { type: "boolean", description: "Proxy protocol v2 on every target group." },
+            healthCheck: {
+              type: "object",
+              additionalProperties: false,
+              properties: {
+                protocol: { type: "string", enum: ["TCP", "HTTP", "HTTPS"] },
+                port: { type: "string", minLength: 1 },
+                path: { type: "string", pattern: "^/" },
+                intervalSeconds: positiveInt(300),
+                timeoutSeconds: positiveInt(120),
+                healthyThreshold: positiveInt(10),
+                unhealthyThreshold: positiveInt(10),
+                successCodes: { type: "string", pattern: "^[0-9]{3}(-[0-9]{3})?(,[0-9]{3}(-[0-9]{3})?)*$" },
+              },
+            },
+            additionalTags: stringMap,
+          },
+        },
+      },
+    },
+  },
+} as const;
+
+const ajv = new Ajv({ allErrors: true, strict: false });
+const validateSpec = ajv.compile(gatewayClassConfigSpecSchema);
+
+/** Returns human-readable schema errors for a GatewayClassConfig spec (empty when valid). */
+export function validateGatewayClassConfig(spec: unknown): string[] {
+  if (validateSpec(spec ?? {})) return [];
+  return (validateSpec.errors ?? []).map((e) => {
+    const path = ["spec", ...e.instancePath.split("/").filter(Boolean)].join(".");
+    const extra = e.keyword === "additionalProperties" ? ` (${String((e.params as { additionalProperty?: string }).additionalProperty)})` : "";
+    return `${path}: ${e.message ?? "invalid"}${extra}`;
+  });
+}

@@ -1,0 +1,351 @@
+// A source backed by manifest files: reads files and directories of YAML/JSON, and watches them,
+// playing the API server's part (watch events, uid, generation, resourceVersion) for them.
+import { randomUUID } from "node:crypto";
+import { watch, type FSWatcher } from "node:fs";
+import fs from "node:fs/promises";
+import path from "node:path";
+import { isDeepStrictEqual } from "node:util";
+import { Observable, Subject, concatMap, debounceTime, map, merge, of } from "rxjs";
+import { keyOf, type K8sObject } from "../api/objects.ts";
+import type { KindName } from "../api/kinds.ts";
+import type { ManifestError, SourceEvent } from "./events.ts";
+import { parseManifests, type ParsedManifests, type ParsedObject } from "./manifests.ts";
+
+const MANIFEST_FILE = /\.(ya?ml|json)$/i;
+
+interface FileManifests {
+  file: string;
+  text: string;
+  parsed: ParsedManifests;
+}
+
+/** The name a folder source gives itself in SYNCED and ERROR events. */
+export function sourceName(paths: readonly string[]): string {
+  return paths.join(",");
+}
+
+/** Reads every manifest under `paths` (files, or directories read recursively). */
+export async function readManifests(paths: string[]): Promise<ParsedManifests> {
+  return combine(await readFiles(paths));
+}
+
+export interface WatchOptions {
+  /** Quiet time after the last file-system event before re-reading; default 50 ms. */
+  debounceMs?: number;
+  /** Clock for creationTimestamp; default the wall clock. */
+  now?: () => Date;
+}
+
+/**
+ * ADDED for every object, then SYNCED; afterwards ADDED / MODIFIED / DELETED as files change.
+ * A file that stops parsing keeps its last good objects (and its errors are reported as ERROR):
+ * a half-saved file must not delete what it defined.
+ */
+export function watchManifests(paths: string[], opts: WatchOptions = {}): Observable<SourceEvent> {
+  const debounceMs = opts.debounceMs ?? 50;
+  const now = opts.now ?? (() => new Date());
+  const source = sourceName(paths);
+
+  return new Observable<SourceEvent>((subscriber) => {
+    const changes$ = new Subject<void>();
+    const watchers = createWatchers(paths, () => changes$.next());
+    const differ = createDiffer(now);
+    const lastGood = new Map<string, ParsedObject[]>();
+    const cache = new Map<string, FileManifests>();
+    let reported = new Set<string>();
+
+    const refresh = async (initial: boolean): Promise<SourceEvent[]> => {
+      // Watch before reading, so a change made while reading is not missed.
+      const { errors: watchErrors } = await watchers.reconcile();
+      const read = await readFiles(paths, cache);
+      // A path appearing or vanishing while the watchers were being set up moves what must be
+      // watched; once re-targeted, read again to catch what happened in between.
+      if ((await watchers.reconcile()).changed) changes$.next();
+      const kept = keepLastGood(read, lastGood);
+      const manifests = combine({ ...kept, errors: [...kept.errors, ...watchErrors] });
+      const events: SourceEvent[] = differ(manifests.objects);
+      // Each distinct problem is reported once, not again on every unrelated change.
+      const current = new Map(manifests.errors.map((e) => [JSON.stringify(e), e]));
+      for (const [id, error] of current) if (!reported.has(id)) events.push({ type: "ERROR", source, error });
+      reported = new Set(current.keys());
+      if (initial) events.push({ type: "SYNCED", source });
+      return events;
+    };
+
+    // The initial read, then one re-read per burst of changes, never two at once.
+    const subscription = merge(of(true), changes$.pipe(debounceTime(debounceMs), map(() => false)))
+      .pipe(
+        concatMap((initial) => refresh(initial)),
+        concatMap((events) => events),
+      )
+      .subscribe(subscriber);
+
+    return () => {
+      subscription.unsubscribe();
+      watchers.close();
+      changes$.complete();
+    };
+  });
+}
+
+// ---- reading ----
+
+interface FileSet {
+  files: FileManifests[];
+  /** Paths that could not be read at all. */
+  errors: ManifestError[];
+  /** Directories that exist but could not be listed: what they held is unknown, not gone. */
+  unreadable: string[];
+}
+
+async function readFiles(paths: readonly string[], cache?: Map<string, FileManifests>): Promise<FileSet> {
+  const { files, errors, unreadable } = await listFiles(paths);
+  const out: FileManifests[] = [];
+  for (const file of files) {
+    let text: string;
+    try {
+      text = await fs.readFile(file, "utf8");
+    } catch (err) {
+      // Gone between listing and reading: it is simply not there any more.
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") continue;
+      out.push({ file, text: "", parsed: { objects: [], errors: [{ file, line: 0, column: 0, message: errorMessage(err) }], ignored: [] } });
+      continue;
+    }
+    const cached = cache?.get(file);
+    const entry = cached && cached.text === text ? cached : { file, text, parsed: parseManifests(text, file) };
+    cache?.set(file, entry);
+    out.push(entry);
+  }
+  if (cache) {
+    const listed = new Set(files);
+    for (const file of cache.keys()) if (!listed.has(file)) cache.delete(file);
+  }
+  return { files: out, errors, unreadable };
+}
+
+async function listFiles(paths: readonly string[]): Promise<{ files: string[]; errors: ManifestError[]; unreadable: string[] }> {
+  const files = new Set<string>();
+  const errors: ManifestError[] = [];
+  const unreadable: string[] = [];
+
+  const walk = async (dir: string): Promise<void> => {
+    let entries;
+    try {
+      entries = await fs.readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      // A subdirectory removed while walking is simply gone.
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+      errors.push({ file: dir, line: 0, column: 0, message: errorMessage(err) });
+      unreadable.push(dir);
+      return;
+    }
+    for (const entry of entries) {
+      // Hidden entries are skipped: editor lock files, and the `..data` / `..2024_…` copies a
+      // mounted ConfigMap keeps next to its files.
+      if (entry.name.startsWith(".")) continue;
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory()) await walk(full);
+      else if (MANIFEST_FILE.test(entry.name) && (entry.isFile() || (entry.isSymbolicLink() && (await isFile(full))))) files.add(full);
+    }
+  };
+
+  for (const p of paths) {
+    const stat = await fs.stat(p).catch((err: unknown) => {
+      errors.push({ file: p, line: 0, column: 0, message: errorMessage(err) });
+      return undefined;
+    });
+    if (!stat) continue;
+    // A file named explicitly is read whatever its extension.
+    if (stat.isDirectory()) await walk(path.normalize(p));
+    else files.add(path.normalize(p));
+  }
+  // Sorted, so the first of two definitions of an object is always the same one.
+  return { files: [...files].sort(), errors, unreadable };
+}
+
+async function isFile(p: string): Promise<boolean> {
+  try {
+    return (await fs.stat(p)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+function errorMessage(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  return e.code === "ENOENT" ? "no such file or directory" : String(e.message ?? err);
+}
+
+const identity = (o: ParsedObject): string => `${o.kind}/${keyOf(o.object)}`;
+
+/** Merges per-file results; an object defined twice keeps its first definition. */
+function combine({ files, errors }: FileSet): ParsedManifests {
+  const out: ParsedManifests = { objects: [], errors: [...errors], ignored: [] };
+  const first = new Map<string, ParsedObject>();
+  for (const { parsed } of files) {
+    out.errors.push(...parsed.errors);
+    out.ignored.push(...parsed.ignored);
+    for (const o of parsed.objects) {
+      const id = identity(o);
+      const earlier = first.get(id);
+      if (earlier) {
+        out.errors.push({
+          file: o.file, line: o.line, column: 1,
+          message: `${o.kind} ${keyOf(o.object)} is already defined at ${earlier.file}:${earlier.line}; this definition is ignored`,
+        });
+        continue;
+      }
+      first.set(id, o);
+      out.objects.push(o);
+    }
+  }
+  return out;
+}
+
+/**
+ * Files with errors contribute the objects of their last error-free version. A file first seen
+ * with errors contributes what did parse, and keeps that until it parses cleanly. Files in a
+ * directory that could not be listed keep theirs too.
+ */
+function keepLastGood({ files, errors, unreadable }: FileSet, lastGood: Map<string, ParsedObject[]>): FileSet {
+  const kept: FileManifests[] = files.map((f) => {
+    const good = lastGood.get(f.file);
+    if (f.parsed.errors.length === 0 || good === undefined) return f;
+    return { ...f, parsed: { ...f.parsed, objects: good } };
+  });
+  const listed = new Set(files.map((f) => f.file));
+  for (const [file, objects] of lastGood) {
+    if (listed.has(file)) continue;
+    if (unreadable.some((dir) => file.startsWith(dir + path.sep))) {
+      kept.push({ file, text: "", parsed: { objects, errors: [], ignored: [] } });
+    } else {
+      lastGood.delete(file);
+    }
+  }
+  for (const f of kept) lastGood.set(f.file, f.parsed.objects);
+  kept.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
+  return { files: kept, errors, unreadable };
+}
+
+// ---- diffing, with API-server metadata ----
+
+interface Emitted {
+  kind: KindName;
+  /** As read from the file: what changes are detected on. */
+  raw: K8sObject;
+  /** As emitted, with server-side metadata. */
+  object: K8sObject;
+}
+
+function createDiffer(now: () => Date): (next: ParsedObject[]) => SourceEvent[] {
+  const emitted = new Map<string, Emitted>();
+  let resourceVersion = 0;
+  const withMetadata = (raw: K8sObject, prev: Emitted | undefined): K8sObject => {
+    const m = raw.metadata;
+    const pm = prev?.object.metadata;
+    const generation = prev
+      ? (pm?.generation ?? 1) + (isDeepStrictEqual(raw.spec, prev.raw.spec) ? 0 : 1)
+      : (m.generation ?? 1);
+    return {
+      ...raw,
+      metadata: {
+        ...m,
+        uid: m.uid ?? pm?.uid ?? randomUUID(),
+        creationTimestamp: m.creationTimestamp ?? pm?.creationTimestamp ?? now().toISOString(),
+        generation,
+        resourceVersion: String(++resourceVersion),
+      },
+    };
+  };
+
+  return (next) => {
+    const events: SourceEvent[] = [];
+    const byId = new Map(next.map((o) => [identity(o), o]));
+    for (const [id, prev] of emitted) {
+      if (byId.has(id)) continue;
+      emitted.delete(id);
+      const object = { ...prev.object, metadata: { ...prev.object.metadata, resourceVersion: String(++resourceVersion) } };
+      events.push({ type: "DELETED", kind: prev.kind, object });
+    }
+    for (const [id, o] of byId) {
+      const prev = emitted.get(id);
+      if (prev && isDeepStrictEqual(prev.raw, o.object)) continue;
+      const object = withMetadata(o.object, prev);
+      emitted.set(id, { kind: o.kind, raw: o.object, object });
+      events.push({ type: prev ? "MODIFIED" : "ADDED", kind: o.kind, object });
+    }
+    return events;
+  };
+}
+
+// ---- watching ----
+
+interface WatchTarget {
+  dir: string;
+  recursive: boolean;
+  ino: number;
+}
+
+interface Watchers {
+  /** Opens and closes watchers to match what exists now; says whether any changed, and what could not be watched. */
+  reconcile(): Promise<{ changed: boolean; errors: ManifestError[] }>;
+  close(): void;
+}
+
+function createWatchers(paths: readonly string[], onChange: () => void): Watchers {
+  const open = new Map<string, FSWatcher>();
+  let closed = false;
+  return {
+    async reconcile() {
+      const wanted = new Map<string, WatchTarget>();
+      for (const p of paths) {
+        const target = await watchTarget(p);
+        // The inode is part of the identity: a directory deleted and recreated needs a new watcher.
+        if (target) wanted.set(`${target.dir}\0${target.recursive}\0${target.ino}`, target);
+      }
+      const errors: ManifestError[] = [];
+      let changed = false;
+      if (closed) return { changed, errors };
+      for (const [id, watcher] of open) {
+        if (wanted.has(id)) continue;
+        watcher.close();
+        open.delete(id);
+        changed = true;
+      }
+      for (const [id, { dir, recursive }] of wanted) {
+        if (open.has(id)) continue;
+        try {
+          const watcher = watch(dir, { recursive }, () => onChange());
+          // A watched directory going away surfaces as an error: re-reading re-targets the watch.
+          watcher.on("error", () => onChange());
+          open.set(id, watcher);
+          changed = true;
+        } catch (err) {
+          errors.push({ file: dir, line: 0, column: 0, message: `cannot watch: ${errorMessage(err)}` });
+        }
+      }
+      return { changed, errors };
+    },
+    close() {
+      closed = true;
+      for (const watcher of open.values()) watcher.close();
+      open.clear();
+    },
+  };
+}
+
+/**
+ * A directory is watched recursively. A file is watched through its directory, because editors
+ * replace files rather than rewrite them; a missing path through its nearest existing ancestor,
+ * so that its creation is noticed.
+ */
+async function watchTarget(p: string): Promise<WatchTarget | undefined> {
+  const resolved = path.resolve(p);
+  const stat = await fs.stat(resolved).catch(() => undefined);
+  if (stat?.isDirectory()) return { dir: resolved, recursive: true, ino: stat.ino };
+  for (let dir = path.dirname(resolved); ; dir = path.dirname(dir)) {
+    const s = await fs.stat(dir).catch(() => undefined);
+    if (s?.isDirectory()) return { dir, recursive: false, ino: s.ino };
+    if (dir === path.dirname(dir)) return undefined;
+  }
+}

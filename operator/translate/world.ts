@@ -1,0 +1,91 @@
+// Per-snapshot lookups shared by every Gateway's translation, and the dependency recorder that
+// lets the translator reuse a Gateway's previous result when nothing it read has changed.
+import { KINDS, type KindName } from "../api/kinds.ts";
+import { keyOf, type EndpointSlice, type K8sObject } from "../api/objects.ts";
+import type { Snapshot } from "../store/snapshot.ts";
+import { ReferenceGrants } from "./referencegrant.ts";
+
+/** Lookups made while translating one Gateway: (kind, key) → the instance seen. */
+export class Deps {
+  private readonly seen: { kind: KindName | "slices"; key: string; value: unknown }[] = [];
+  private readonly collections = new Map<KindName, unknown>();
+
+  record(kind: KindName | "slices", key: string, value: unknown): void {
+    this.seen.push({ kind, key, value });
+  }
+  recordCollection(kind: KindName, value: unknown): void {
+    this.collections.set(kind, value);
+  }
+  stillValid(world: World): boolean {
+    for (const [kind, coll] of this.collections) if (world.snapshot.objects[kind] !== coll) return false;
+    for (const d of this.seen) {
+      if (d.kind === "slices") {
+        if (!sameItems(world.slicesOf(d.key), d.value as readonly unknown[])) return false;
+      } else if (world.snapshot.objects[d.kind].get(d.key) !== d.value) return false;
+    }
+    return true;
+  }
+}
+
+export function sameItems(a: readonly unknown[], b: readonly unknown[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+const EMPTY: readonly EndpointSlice[] = [];
+
+export class World {
+  readonly snapshot: Snapshot;
+  readonly grants: ReferenceGrants;
+  private readonly validations: WeakMap<object, string[]>;
+  private readonly slicesByService = new Map<string, EndpointSlice[]>();
+
+  constructor(snapshot: Snapshot, validations: WeakMap<object, string[]>) {
+    this.snapshot = snapshot;
+    this.validations = validations;
+    this.grants = new ReferenceGrants(snapshot.objects.ReferenceGrant.values());
+    for (const s of snapshot.objects.EndpointSlice.values()) {
+      const svc = s.metadata.labels?.["kubernetes.io/service-name"];
+      if (!svc) continue;
+      const key = `${s.metadata.namespace ?? "default"}/${svc}`;
+      const list = this.slicesByService.get(key);
+      if (list) list.push(s);
+      else this.slicesByService.set(key, [s]);
+    }
+  }
+
+  /** Gets an object and records the read in `deps`. */
+  get<K extends KindName>(deps: Deps, kind: K, key: string): ReturnType<Snapshot["objects"][K]["get"]> {
+    const v = this.snapshot.objects[kind].get(key) as ReturnType<Snapshot["objects"][K]["get"]>;
+    deps.record(kind, key, v);
+    return v;
+  }
+
+  /** EndpointSlices of a Service (`namespace/name`), in key order. */
+  slicesOf(serviceKey: string): readonly EndpointSlice[] {
+    const list = this.slicesByService.get(serviceKey);
+    if (!list) return EMPTY;
+    if (list.length > 1) list.sort((a, b) => (keyOf(a) < keyOf(b) ? -1 : 1));
+    return list;
+  }
+
+  slices(deps: Deps, serviceKey: string): readonly EndpointSlice[] {
+    const v = this.slicesOf(serviceKey);
+    deps.record("slices", serviceKey, v);
+    return v;
+  }
+
+  /** Schema errors of an object (memoized per instance). */
+  schemaErrors(obj: K8sObject): string[] {
+    let errs = this.validations.get(obj);
+    if (!errs) {
+      const info = KINDS[obj.kind as KindName];
+      const version = obj.apiVersion.slice(obj.apiVersion.lastIndexOf("/") + 1);
+      errs = info ? info.validate(version)(obj) : [];
+      this.validations.set(obj, errs);
+    }
+    return errs;
+  }
+}
