@@ -195,16 +195,18 @@ test("namespaced kinds default to `default`; cluster-scoped kinds drop a namespa
   assert.ok(objects.every((o) => Object.getPrototypeOf(o.object) === Object.prototype));
 });
 
-test("anchors and aliases resolve to plain values", () => {
+test("anchors, aliases and merge keys resolve to plain values", () => {
   const text = [
     "apiVersion: v1",
     "kind: ConfigMap",
     "metadata:",
     "  name: c",
     "  labels: &l {app: x}",
-    "  annotations: *l",
+    "  annotations:",
+    "    <<: *l",
+    "    extra: y",
   ].join("\n");
   assert.deepEqual(parseManifests(text, "m.yaml").objects[0]?.object.metadata, {
-    name: "c", namespace: "default", labels: { app: "x" }, annotations: { app: "x" },
+    name: "c", namespace: "default", labels: { app: "x" }, annotations: { app: "x", extra: "y" },
   });
 });

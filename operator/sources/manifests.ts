@@ -40,7 +40,8 @@ export function parseManifests(text: string, file: string): ParsedManifests {
   const out: ParsedManifests = { objects: [], errors: [], ignored: [] };
   const lineCounter = new LineCounter();
   // prettyErrors off: the message stays yaml's own sentence; the position travels separately.
-  const docs = parseAllDocuments(text, { lineCounter, prettyErrors: false });
+  // Merge keys (`<<: *base`) are honoured, as kubectl does.
+  const docs = parseAllDocuments(text, { lineCounter, prettyErrors: false, merge: true });
   const positionOf = (node: unknown, fallback: Position): Position =>
     isNode(node) && node.range ? lineCounter.linePos(node.range[0]) : fallback;
 

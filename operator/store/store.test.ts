@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Subject, firstValueFrom, type Observable } from "rxjs";
+import { Subject, firstValueFrom, from, lastValueFrom, toArray, type Observable } from "rxjs";
 import { TestScheduler } from "rxjs/testing";
 import { KIND_NAMES, type KindName } from "../api/kinds.ts";
 import type { K8sObject } from "../api/objects.ts";
@@ -188,4 +188,9 @@ test("on the real clock, with default options", async () => {
   const snapshot = await first;
   assert.equal(snapshot.version, 1);
   assert.deepEqual(keys(snapshot, "Service"), ["apps/web"]);
+});
+
+test("a finite source gets its snapshot when it completes, without waiting", async () => {
+  const out = await lastValueFrom(createStore(from([added(route("a")), synced()])).pipe(toArray()));
+  assert.deepEqual(out.map((s) => [s.version, keys(s, "HTTPRoute")]), [[1, ["apps/a"]]]);
 });
