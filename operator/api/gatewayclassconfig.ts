@@ -47,7 +47,11 @@ const stringMap = { type: "object", additionalProperties: { type: "string" } } a
 const stringList = { type: "array", items: { type: "string", minLength: 1 } } as const;
 const positiveInt = (max: number) => ({ type: "integer", minimum: 1, maximum: max }) as const;
 
-/** OpenAPI v3 (structural) schema of `spec`; valid both as a CRD schema and for Ajv. */
+/**
+ * OpenAPI v3 schema of `spec`, as Ajv uses it. The CRD generator drops `additionalProperties:
+ * false` where `properties` is set (Kubernetes forbids both), so the API server prunes unknown
+ * fields where Ajv rejects them.
+ */
 export const gatewayClassConfigSpecSchema = {
   type: "object",
   additionalProperties: false,

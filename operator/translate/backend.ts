@@ -1,5 +1,6 @@
 // backendRef resolution: kind, ReferenceGrant, Service and port, then endpoints from the
 // Service's EndpointSlices (never its ClusterIP or selector), and the upstream protocol.
+import { isIP } from "node:net";
 import { GATEWAY_GROUP, type RouteKind } from "../api/kinds.ts";
 import { objectKey, type Service } from "../api/objects.ts";
 import { Reason } from "./conditions.ts";
@@ -54,16 +55,19 @@ export function endpointsOf(r: Extract<Resolved, { ok: true }>, world: World, de
   for (const slice of world.slices(deps, r.key)) {
     if (slice.addressType === "FQDN") continue;
     const sp = (slice.ports ?? []).find((p) => (p.name ?? "") === portName && (p.protocol ?? "TCP") === protocol);
-    if (!sp || typeof sp.port !== "number") continue;
+    // The API server rejects these; files may still hold them.
+    if (!sp || !Number.isInteger(sp.port) || (sp.port as number) < 1 || (sp.port as number) > 65535) continue;
+    const family = slice.addressType === "IPv6" ? 6 : 4;
     for (const ep of slice.endpoints ?? []) {
       const c = ep.conditions ?? {};
       const ready = c.ready !== false;
       if (!ready && !(c.serving === true && c.terminating === true)) continue;
       for (const address of ep.addresses ?? []) {
+        if (isIP(address) !== family) continue;
         const id = `${address}:${sp.port}`;
         const prev = out.get(id);
         if (prev && prev.ready) continue;
-        const e: ClusterEndpoint = { address, port: sp.port, ready };
+        const e: ClusterEndpoint = { address, port: sp.port as number, ready };
         if (ep.zone) e.zone = ep.zone;
         if (ep.targetRef?.name) e.target = ep.targetRef.name;
         out.set(id, e);

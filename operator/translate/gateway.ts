@@ -20,7 +20,7 @@ import { compileHTTPRoute } from "./httproute.ts";
 import { compileL4Route } from "./l4route.ts";
 import { transportOf, usesInsecureFallback, validateListeners, type ListenerInfo } from "./listener.ts";
 import { maglevHashKey } from "./maglev.ts";
-import type { Cluster, GatewayDatapath, L4Backend, L4Service, L7Listener, L7Port, RouteEntry, TLSRouteEntry, VirtualHost } from "./output.ts";
+import type { Cluster, GatewayDatapath, L4Backend, L4Service, L7Listener, L7Port, RouteEntry, RouteRef, TLSRouteEntry, VirtualHost } from "./output.ts";
 import { byAge, compareEntries } from "./precedence.ts";
 import { attach, defaultParentRef, isGatewayRef, parentRefsOf, type Attachment, type DefaultedParentRef } from "./route.ts";
 import { desiredService, generatedServiceName } from "./service.ts";
@@ -333,9 +333,10 @@ function buildDatapath(
   return { gateway: gwKey, configHash: hash.digest("hex"), addresses: ips, ports: l7, l4 };
 }
 
-function routeAgeRank(routes: readonly { compiled: CompiledRoute }[]): Map<string, number> {
-  const objs = [...new Set(routes.map((r) => r.compiled.route))].sort(byAge);
-  return new Map(objs.map((o, i) => [`${o.kind}/${keyOf(o)}`, i]));
+/** Rank of each route by age (oldest first, then name), keyed by its compiled RouteRef object. */
+function routeAgeRank(routes: readonly { compiled: CompiledRoute }[]): Map<RouteRef, number> {
+  const compiled = [...new Set(routes.map((r) => r.compiled))].sort((a, b) => byAge(a.route, b.route));
+  return new Map(compiled.map((c, i) => [c.ref, i]));
 }
 
 function virtualHosts(routes: readonly { compiled: CompiledRoute; attachment: Attachment }[]): VirtualHost[] {
@@ -348,7 +349,7 @@ function virtualHosts(routes: readonly { compiled: CompiledRoute; attachment: At
       else hosts.set(h, [...compiled.entries]);
     }
   }
-  const age = (e: RouteEntry) => rank.get(`${e.route.kind}/${e.route.namespace}/${e.route.name}`) ?? 0;
+  const age = (e: RouteEntry) => rank.get(e.route) ?? 0;
   return [...hosts.entries()]
     .sort(([a], [b]) => compareHostnameSpecificity(a, b))
     .map(([hostname, entries]) => ({ hostname, routes: entries.sort((a, b) => compareEntries(a, b, age)) }));
@@ -358,7 +359,7 @@ function tlsEntries(routes: readonly { compiled: CompiledRoute; attachment: Atta
   const rank = routeAgeRank(routes);
   const out: { e: TLSRouteEntry; age: number }[] = [];
   for (const { compiled, attachment } of routes) {
-    const age = rank.get(`${compiled.route.kind}/${keyOf(compiled.route)}`) ?? 0;
+    const age = rank.get(compiled.ref) ?? 0;
     for (const h of attachment.hostnames) out.push({ e: { route: compiled.ref, hostnames: [h], backends: compiled.backends }, age });
   }
   return out

@@ -44,7 +44,7 @@ export function evaluateClass(gc: GatewayClass, snapshot: Snapshot, schemaErrors
   let accepted: Condition;
   let resolved: ReturnType<typeof resolveConfigRef> = {};
   if (errs.length) {
-    accepted = condition(CondType.Accepted, false, Reason.Invalid, `Invalid: ${errs.join("; ")}`, gen);
+    accepted = condition(CondType.Accepted, false, Reason.InvalidParameters, `Invalid: ${errs.join("; ")}`, gen);
   } else {
     resolved = resolveConfigRef(gc.spec?.parametersRef, undefined, snapshot, schemaErrors);
     accepted = resolved.problem

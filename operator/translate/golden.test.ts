@@ -180,7 +180,8 @@ function checkRequest(where: string, doc: RenderDocument, e: Expectation): void 
   if (d.kind !== "route") return;
   const entry = d.entry;
   if (e.redirect) {
-    const f = entry.filters.find((x) => x.type === "RequestRedirect");
+    // A redirect may sit on the rule or on the chosen backend (backendRef filters).
+    const f = [...entry.filters, ...entry.backends.flatMap((b) => b.filters)].find((x) => x.type === "RequestRedirect");
     assert.ok(f && f.type === "RequestRedirect", `${desc}: expected a redirect (${entry.id})`);
     for (const [k, v] of Object.entries(e.redirect)) assert.equal((f as unknown as Record<string, unknown>)[k], v, `${desc}: redirect ${k}`);
     return;

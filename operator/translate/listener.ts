@@ -106,7 +106,6 @@ export function validateListeners(gw: Gateway, world: World, deps: Deps): Listen
         const msg = `Conflicts with listener ${other.name} on port ${info.port}`;
         reject(reason, msg);
         info.conflictedCond = condition(CondType.Conflicted, true, reason, msg, gen);
-        info.invalid = { reason, message: msg };
         return;
       }
     }

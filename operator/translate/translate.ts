@@ -34,6 +34,14 @@ interface Memo {
   result: GatewayResult;
 }
 
+interface RouteStatusMemo {
+  route: K8sObject;
+  gateways: unknown;
+  entries: ParentEntry[];
+  status: ObjectStatus | undefined;
+  warnings: string[];
+}
+
 const statusKey = (kind: string, key: string) => `${kind}/${key}`;
 
 export class Translator {
@@ -45,6 +53,7 @@ export class Translator {
   private policiesMemo?: { policies: unknown; configMaps: unknown; value: BackendTLSPolicies };
   private routeIndexMemo?: { colls: unknown[]; value: Map<string, RouteObj[]> };
   private maglevCache = new Map<string, Uint32Array>();
+  private routeStatusMemo = new Map<string, RouteStatusMemo>();
 
   constructor(options: TranslateOptions = {}) {
     this.opts = {
@@ -93,7 +102,7 @@ export class Translator {
       const ack = snapshot.acks.get(key);
       const prev = this.memo.get(key);
       let memo: Memo;
-      if (prev && prev.gateway === gw && prev.classInfo === classInfo && prev.ack === ack && sameItems(prev.routes, routes) && prev.deps.stillValid(world)) {
+      if (prev && prev.gateway === gw && prev.classInfo === classInfo && prev.ack === ack && sameRoutes(prev.routes, routes) && prev.deps.stillValid(world)) {
         memo = prev;
         for (const s of memo.result.datapath?.l4 ?? []) usedMaglev.set(maglevKey(s.backends, this.opts.maglevTableSize), s.maglev);
       } else {
@@ -142,7 +151,9 @@ export class Translator {
     const index = new Map<string, RouteObj[]>();
     for (const kind of ROUTE_KINDS) {
       const coll = snapshot.objects[kind] as ReadonlyMap<string, K8sObject>;
-      for (const [key, route] of [...coll.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+      // Collection order is stable across snapshots; every output derived from this index is
+      // sorted by its own full key, so no sort is needed here.
+      for (const [key, route] of coll) {
         const seen = new Set<string>();
         for (const raw of parentRefsOf(route)) {
           const ref = defaultParentRef(raw, route.metadata.namespace ?? "default");
@@ -170,26 +181,41 @@ export class Translator {
         else parents.set(rk, [...entries]);
       }
     }
+    const gateways = snapshot.objects.Gateway;
+    const next = new Map<string, RouteStatusMemo>();
     for (const kind of ROUTE_KINDS) {
       for (const [key, route] of snapshot.objects[kind as RouteKind] as ReadonlyMap<string, K8sObject>) {
-        for (const raw of parentRefsOf(route)) {
-          const ref = defaultParentRef(raw, route.metadata.namespace ?? "default");
-          if (isGatewayRef(ref) && !snapshot.objects.Gateway.has(objectKey(ref.namespace, ref.name))) {
-            warnings.push(`${kind} ${key}: parentRef Gateway ${objectKey(ref.namespace, ref.name)} does not exist`);
+        const sk = statusKey(kind, key);
+        const ours = (parents.get(sk) ?? []).sort((a, b) => a.index - b.index);
+        const prev = this.routeStatusMemo.get(sk);
+        let memo: RouteStatusMemo;
+        if (prev && prev.route === route && prev.gateways === gateways && sameItems(prev.entries, ours)) memo = prev;
+        else {
+          const missing: string[] = [];
+          for (const raw of parentRefsOf(route)) {
+            const ref = defaultParentRef(raw, route.metadata.namespace ?? "default");
+            if (isGatewayRef(ref) && !gateways.has(objectKey(ref.namespace, ref.name))) {
+              missing.push(`${kind} ${key}: parentRef Gateway ${objectKey(ref.namespace, ref.name)} does not exist`);
+            }
           }
+          let status: ObjectStatus | undefined;
+          if (ours.length) {
+            // Entries written by other controllers stay as they are.
+            const prevParents = (route.status as { parents?: { controllerName?: string }[] } | undefined)?.parents;
+            const others = Array.isArray(prevParents) ? prevParents.filter((p) => p?.controllerName !== this.opts.controllerName) : [];
+            status = {
+              kind, namespace: route.metadata.namespace, name: route.metadata.name,
+              status: { parents: [...ours.map((e) => e.status), ...others] },
+            };
+          }
+          memo = { route, gateways, entries: ours, status, warnings: missing };
         }
-        const ours = parents.get(statusKey(kind, key));
-        if (!ours) continue;
-        ours.sort((a, b) => a.index - b.index);
-        // Entries written by other controllers stay as they are.
-        const prev = (route.status as { parents?: { controllerName?: string }[] } | undefined)?.parents ?? [];
-        const others = prev.filter((p) => p.controllerName !== this.opts.controllerName);
-        statuses.set(statusKey(kind, key), {
-          kind, namespace: route.metadata.namespace, name: route.metadata.name,
-          status: { parents: [...ours.map((e) => e.status), ...others] },
-        });
+        next.set(sk, memo);
+        warnings.push(...memo.warnings);
+        if (memo.status) statuses.set(sk, memo.status);
       }
     }
+    this.routeStatusMemo = next;
   }
 
   private policyStatuses(policies: BackendTLSPolicies, results: { key: string; gateway: Gateway; result: GatewayResult }[], statuses: Map<string, ObjectStatus>): void {
@@ -230,6 +256,12 @@ export class Translator {
     used.set(key, table);
     return table;
   }
+}
+
+function sameRoutes(a: readonly RouteObj[], b: readonly RouteObj[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if ((a[i] as RouteObj).route !== (b[i] as RouteObj).route) return false;
+  return true;
 }
 
 function maglevKey(backends: readonly L4Backend[], m: number): string {

@@ -35,6 +35,7 @@ export function sameItems(a: readonly unknown[], b: readonly unknown[]): boolean
 }
 
 const EMPTY: readonly EndpointSlice[] = [];
+const CORE_KINDS = new Set<KindName>(["Service", "EndpointSlice", "Secret", "ConfigMap", "Namespace"]);
 
 export class World {
   readonly snapshot: Snapshot;
@@ -45,8 +46,9 @@ export class World {
   constructor(snapshot: Snapshot, validations: WeakMap<object, string[]>) {
     this.snapshot = snapshot;
     this.validations = validations;
-    this.grants = new ReferenceGrants(snapshot.objects.ReferenceGrant.values());
+    this.grants = new ReferenceGrants([...snapshot.objects.ReferenceGrant.values()].filter((g) => this.schemaErrors(g).length === 0));
     for (const s of snapshot.objects.EndpointSlice.values()) {
+      if (this.schemaErrors(s).length) continue;
       const svc = s.metadata.labels?.["kubernetes.io/service-name"];
       if (!svc) continue;
       const key = `${s.metadata.namespace ?? "default"}/${svc}`;
@@ -56,10 +58,14 @@ export class World {
     }
   }
 
-  /** Gets an object and records the read in `deps`. */
+  /**
+   * Gets a referenced object and records the read in `deps`. A core object that fails its schema
+   * (which the API server would never have stored; files can hold anything) counts as absent.
+   */
   get<K extends KindName>(deps: Deps, kind: K, key: string): ReturnType<Snapshot["objects"][K]["get"]> {
     const v = this.snapshot.objects[kind].get(key) as ReturnType<Snapshot["objects"][K]["get"]>;
     deps.record(kind, key, v);
+    if (v && CORE_KINDS.has(kind) && this.schemaErrors(v as K8sObject).length) return undefined as ReturnType<Snapshot["objects"][K]["get"]>;
     return v;
   }
 
