@@ -79,7 +79,8 @@ export function endpointsOf(r: Extract<Resolved, { ok: true }>, world: World, de
 
 /** Upstream protocol for an HTTPRoute backend from the Service port's appProtocol. */
 export function httpProtocolOf(appProtocol: string | undefined): ClusterProtocol | undefined {
-  switch (appProtocol ?? "") {
+  // IANA service names are case-insensitive (Services in the wild say HTTPS, https, HTTP2...).
+  switch ((appProtocol ?? "").toLowerCase()) {
     case "": case "http": case "https": case "kubernetes.io/http": return "http1";
     case "kubernetes.io/h2c": case "h2c": case "grpc": return "h2c";
     case "kubernetes.io/ws": case "kubernetes.io/wss": return "websocket";

@@ -23,6 +23,8 @@ export class BackendTLSPolicies {
   readonly evals = new Map<string, PolicyEval>();
   /** `namespace/service` or `namespace/service#portName` → winning policy. */
   private readonly byTarget = new Map<string, PolicyEval>();
+  /** Same keys → every policy targeting it, winner first (losers need status too). */
+  private readonly allByTarget = new Map<string, PolicyEval[]>();
 
   constructor(snapshot: Snapshot, schemaErrors: (p: BackendTLSPolicy) => string[]) {
     const groups = new Map<string, BackendTLSPolicy[]>();
@@ -52,6 +54,7 @@ export class BackendTLSPolicies {
       list.sort(byAge);
       const [winner, ...losers] = list;
       this.byTarget.set(target, this.evals.get(keyOf(winner as BackendTLSPolicy)) as PolicyEval);
+      this.allByTarget.set(target, list.map((p) => this.evals.get(keyOf(p)) as PolicyEval));
       for (const l of losers) {
         const e = this.evals.get(keyOf(l)) as PolicyEval;
         const msg = `Conflicts with BackendTLSPolicy ${keyOf(winner as BackendTLSPolicy)} on ${target}`;
@@ -65,6 +68,11 @@ export class BackendTLSPolicies {
   /** The policy for one Service port: a sectioned policy wins over a whole-Service one. */
   forPort(serviceKey: string, portName: string | undefined): PolicyEval | undefined {
     return (portName ? this.byTarget.get(`${serviceKey}#${portName}`) : undefined) ?? this.byTarget.get(serviceKey);
+  }
+
+  /** Every policy that targets the Service port, winners and losers alike. */
+  allForPort(serviceKey: string, portName: string | undefined): PolicyEval[] {
+    return [...(portName ? (this.allByTarget.get(`${serviceKey}#${portName}`) ?? []) : []), ...(this.allByTarget.get(serviceKey) ?? [])];
   }
 }
 

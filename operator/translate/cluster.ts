@@ -33,10 +33,19 @@ export function backendFor(
   const r = resolveServiceRef(ref, from, ctx.world, ctx.deps);
   if (!r.ok) return { backend: { weight, invalid: r.message, filters }, failure: { reason: r.reason, message: r.message } };
 
+  // The BackendTLSPolicy alone decides whether the hop is TLS, whatever the appProtocol says.
+  let policy: ReturnType<BackendTLSPolicies["forPort"]>;
+  if (purpose !== "tcp") {
+    ctx.deps.recordCollection("BackendTLSPolicy", ctx.world.snapshot.objects.BackendTLSPolicy);
+    ctx.deps.recordCollection("ConfigMap", ctx.world.snapshot.objects.ConfigMap);
+    for (const p of ctx.policies.allForPort(r.key, r.port.name)) ctx.policiesUsed.add(p.key);
+    policy = ctx.policies.forPort(r.key, r.port.name);
+  }
+
   let protocol: ClusterProtocol | undefined;
   if (purpose === "grpc") protocol = "h2c";
   else if (purpose === "tcp") protocol = "tcp";
-  else protocol = httpProtocolOf(r.port.appProtocol);
+  else protocol = httpProtocolOf(r.port.appProtocol) ?? (policy ? "http1" : undefined);
   if (!protocol) {
     const message = `Service ${r.key} port ${r.port.port} has appProtocol ${r.port.appProtocol}, which HTTPRoute backends cannot speak`;
     return { backend: { weight, invalid: message, filters }, failure: { reason: Reason.UnsupportedProtocol, message } };
@@ -48,16 +57,10 @@ export function backendFor(
     protocol,
     endpoints: [],
   };
-  if (purpose !== "tcp") {
-    ctx.deps.recordCollection("BackendTLSPolicy", ctx.world.snapshot.objects.BackendTLSPolicy);
-    ctx.deps.recordCollection("ConfigMap", ctx.world.snapshot.objects.ConfigMap);
-    const policy = ctx.policies.forPort(r.key, r.port.name);
-    if (policy) {
-      ctx.policiesUsed.add(policy.key);
-      if (!policy.tls) return { backend: { weight, invalid: `BackendTLSPolicy ${policy.key}: ${policy.problem ?? "not usable"}`, filters } };
-      cluster.tls = ctx.clientCertificate ? { ...policy.tls, clientCertificate: ctx.clientCertificate } : { ...policy.tls };
-      if (protocol === "h2c") cluster.protocol = "h2";
-    }
+  if (policy) {
+    if (!policy.tls) return { backend: { weight, invalid: `BackendTLSPolicy ${policy.key}: ${policy.problem ?? "not usable"}`, filters } };
+    cluster.tls = ctx.clientCertificate ? { ...policy.tls, clientCertificate: ctx.clientCertificate } : { ...policy.tls };
+    if (protocol === "h2c") cluster.protocol = "h2";
   }
   if (r.service.spec?.type === "ExternalName" && r.service.spec.externalName) cluster.externalName = r.service.spec.externalName;
   else cluster.endpoints = endpointsOf(r, ctx.world, ctx.deps);
