@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-npx --no-install sluice render -f examples/walkthrough "$@"
+node_modules/.bin/node bin/sluice.js render -f examples/walkthrough "$@"
