@@ -3,7 +3,9 @@
 import type { RouteKind } from "../api/kinds.ts";
 import { Reason } from "./conditions.ts";
 import { backendFor, type RefFailure, type RouteContext } from "./cluster.ts";
-import type { Filter, HeaderModifier } from "./output.ts";
+import type { Filter, HeaderModifier, RouteEntry, WeightedBackend } from "./output.ts";
+import type { CompiledRoute } from "./compiled.ts";
+import type { Purpose } from "./cluster.ts";
 
 interface RawHeaderFilter {
   set?: { name: string; value: string }[];
@@ -142,4 +144,46 @@ export function compileFilters(raw: unknown, from: { kind: RouteKind; namespace:
   }
   if (seen.has("RequestRedirect") && seen.has("URLRewrite")) return { ...out, invalid: "RequestRedirect and URLRewrite cannot be used together" };
   return out;
+}
+
+interface RawBackendRef {
+  group?: string; kind?: string; name: string; namespace?: string; port?: number; weight?: number; filters?: unknown;
+}
+
+/**
+ * A rule's backendRefs with their own filters. Returns undefined (and records why in
+ * `out.invalidRules`) when a backend filter makes the rule invalid.
+ */
+export function compileBackends(
+  refs: readonly RawBackendRef[] | undefined,
+  from: { kind: RouteKind; namespace: string },
+  purpose: Purpose,
+  ctx: RouteContext,
+  prefixOnly: boolean,
+  out: CompiledRoute,
+  ruleIndex: number,
+): WeightedBackend[] | undefined {
+  const backends: WeightedBackend[] = [];
+  for (const br of refs ?? []) {
+    const bf = compileFilters(br.filters, from, ctx, prefixOnly);
+    if (bf.invalid) {
+      out.invalidRules.push(`rule ${ruleIndex}: backendRef ${br.name}: ${bf.invalid}`);
+      return undefined;
+    }
+    if (bf.refFailure) out.refFailure ??= bf.refFailure;
+    const { backend, failure } = backendFor(br, from, purpose, ctx, bf.filters);
+    if (failure) out.refFailure ??= failure;
+    if (bf.mustFail) backend.invalid ??= bf.mustFail;
+    backends.push(backend);
+  }
+  return backends;
+}
+
+/** The fixed answer of a rule that cannot forward: a filter that must fail, or no usable backend. */
+export function directResponse(filters: CompiledFilters, backends: readonly WeightedBackend[], redirects: boolean): RouteEntry["direct"] {
+  if (filters.mustFail) return { status: 500, reason: filters.mustFail };
+  if (redirects) return undefined;
+  if (backends.length === 0) return { status: 500, reason: "Rule has no backendRefs" };
+  if (backends.every((b) => b.weight === 0 || b.invalid)) return { status: 500, reason: "Rule has no usable backend" };
+  return undefined;
 }

@@ -2,11 +2,11 @@
 // matches become path matches: both names → Exact, service only → a path prefix, method only or
 // regular expressions → a regular expression. Backends are always reached over HTTP/2.
 import type { GRPCRoute } from "../api/objects.ts";
-import { backendFor, type RouteContext } from "./cluster.ts";
+import type { RouteContext } from "./cluster.ts";
 import { emptyCompiled, type CompiledRoute } from "./compiled.ts";
-import { compileFilters } from "./filters.ts";
+import { compileBackends, compileFilters, directResponse } from "./filters.ts";
 import { regexError, stringMatches } from "./httproute.ts";
-import type { RouteEntry, RouteMatch, WeightedBackend } from "./output.ts";
+import type { RouteEntry, RouteMatch } from "./output.ts";
 
 type Rule = NonNullable<NonNullable<GRPCRoute["spec"]>["rules"]>[number];
 type Match = NonNullable<Rule["matches"]>[number];
@@ -58,24 +58,9 @@ export function compileGRPCRoute(route: GRPCRoute, schemaErrors: string[], ctx: 
       return;
     }
     if (filters.refFailure) out.refFailure ??= filters.refFailure;
-    const backends: WeightedBackend[] = [];
-    for (const br of rule.backendRefs ?? []) {
-      const bf = compileFilters(br.filters, from, ctx, false);
-      if (bf.invalid) {
-        out.invalidRules.push(`rule ${ruleIndex}: backendRef ${br.name}: ${bf.invalid}`);
-        return;
-      }
-      if (bf.refFailure) out.refFailure ??= bf.refFailure;
-      const { backend, failure } = backendFor(br, from, "grpc", ctx, bf.filters);
-      if (failure) out.refFailure ??= failure;
-      if (bf.mustFail) backend.invalid ??= bf.mustFail;
-      backends.push(backend);
-    }
-    let direct: RouteEntry["direct"];
-    if (filters.mustFail) direct = { status: 500, reason: filters.mustFail };
-    else if (backends.length === 0 || backends.every((b) => b.weight === 0 || b.invalid)) {
-      direct = { status: 500, reason: backends.length === 0 ? "Rule has no backendRefs" : "Rule has no usable backend" };
-    }
+    const backends = compileBackends(rule.backendRefs, from, "grpc", ctx, false, out, ruleIndex);
+    if (!backends) return;
+    const direct = directResponse(filters, backends, false);
     compiled.forEach((match, matchIndex) => {
       const entry: RouteEntry = {
         id: `GRPCRoute/${out.ref.namespace}/${out.ref.name}/${ruleIndex}/${matchIndex}`,

@@ -1,11 +1,11 @@
 // HTTPRoute → hostless route entries: one per rule match, with filters, backends, timeouts and
 // retries. Invalid rules are dropped (PartiallyInvalid); a rule with no usable backend answers 500.
 import type { HTTPRoute } from "../api/objects.ts";
-import { backendFor, type RouteContext } from "./cluster.ts";
+import type { RouteContext } from "./cluster.ts";
 import { emptyCompiled, type CompiledRoute } from "./compiled.ts";
 import { parseDuration } from "./duration.ts";
-import { compileFilters } from "./filters.ts";
-import type { RouteEntry, RouteMatch, StringMatch, WeightedBackend } from "./output.ts";
+import { compileBackends, compileFilters, directResponse } from "./filters.ts";
+import type { RouteEntry, RouteMatch, StringMatch } from "./output.ts";
 
 type Rule = NonNullable<NonNullable<HTTPRoute["spec"]>["rules"]>[number];
 type Match = NonNullable<Rule["matches"]>[number];
@@ -47,26 +47,9 @@ export function compileHTTPRoute(route: HTTPRoute, schemaErrors: string[], ctx: 
       return;
     }
 
-    const backends: WeightedBackend[] = [];
-    for (const br of rule.backendRefs ?? []) {
-      const bf = compileFilters(br.filters, from, ctx, prefixOnly);
-      if (bf.invalid) {
-        out.invalidRules.push(`rule ${ruleIndex}: backendRef ${br.name}: ${bf.invalid}`);
-        return;
-      }
-      if (bf.refFailure) out.refFailure ??= bf.refFailure;
-      const { backend, failure } = backendFor(br, from, "http", ctx, bf.filters);
-      if (failure) out.refFailure ??= failure;
-      if (bf.mustFail) backend.invalid ??= bf.mustFail;
-      backends.push(backend);
-    }
-
-    const redirects = filters.filters.some((f) => f.type === "RequestRedirect");
-    let direct: RouteEntry["direct"];
-    if (filters.mustFail) direct = { status: 500, reason: filters.mustFail };
-    else if (!redirects && (backends.length === 0 || backends.every((b) => b.weight === 0 || b.invalid))) {
-      direct = { status: 500, reason: backends.length === 0 ? "Rule has no backendRefs" : "Rule has no usable backend" };
-    }
+    const backends = compileBackends(rule.backendRefs, from, "http", ctx, prefixOnly, out, ruleIndex);
+    if (!backends) return;
+    const direct = directResponse(filters, backends, filters.filters.some((f) => f.type === "RequestRedirect"));
     compiledMatches.forEach((match, matchIndex) => {
       const entry: RouteEntry = {
         id: `HTTPRoute/${out.ref.namespace}/${out.ref.name}/${ruleIndex}/${matchIndex}`,
