@@ -143,3 +143,9 @@ export function recognize(obj: { apiVersion?: unknown; kind?: unknown }): Recogn
   }
   return { known: true, info, version };
 }
+
+/** Schema errors of an object of a known kind, against its own apiVersion (empty when valid or not a Sluice kind). */
+export function schemaErrorsOf(obj: K8sObject): string[] {
+  const info = (KINDS as Record<string, KindInfo | undefined>)[obj.kind];
+  return info ? info.validate(parseApiVersion(obj.apiVersion).version)(obj) : [];
+}

@@ -2,7 +2,7 @@
 // The output is deterministic (sorted, no timestamps) so it can be diffed and golden-tested.
 import { createHash } from "node:crypto";
 import { stringify } from "yaml";
-import { KIND_NAMES, KINDS, type KindName } from "../api/kinds.ts";
+import { KIND_NAMES, schemaErrorsOf, type KindName } from "../api/kinds.ts";
 import { keyOf, type K8sObject } from "../api/objects.ts";
 import type { ParsedManifests } from "../sources/manifests.ts";
 import { snapshotOf } from "../store/snapshot.ts";
@@ -57,12 +57,6 @@ export function renderDocument(parsed: ParsedManifests, options: TranslateOption
     },
     warnings,
   };
-}
-
-// The schema errors the translator saw, so render can point at the file and line.
-function schemaErrorsOf(obj: K8sObject): string[] {
-  const info = KINDS[obj.kind as KindName];
-  return info ? info.validate(obj.apiVersion.slice(obj.apiVersion.lastIndexOf("/") + 1))(obj) : [];
 }
 
 /** A Maglev table is M numbers; print how many slots each backend owns and a digest instead. */

@@ -21,9 +21,7 @@ export interface PolicyEval {
 
 export class BackendTLSPolicies {
   readonly evals = new Map<string, PolicyEval>();
-  /** `namespace/service` or `namespace/service#portName` → winning policy. */
-  private readonly byTarget = new Map<string, PolicyEval>();
-  /** Same keys → every policy targeting it, winner first (losers need status too). */
+  /** `namespace/service` or `namespace/service#portName` → every policy targeting it, winner first. */
   private readonly allByTarget = new Map<string, PolicyEval[]>();
 
   constructor(snapshot: Snapshot, schemaErrors: (p: BackendTLSPolicy) => string[]) {
@@ -53,7 +51,6 @@ export class BackendTLSPolicies {
     for (const [target, list] of groups) {
       list.sort(byAge);
       const [winner, ...losers] = list;
-      this.byTarget.set(target, this.evals.get(keyOf(winner as BackendTLSPolicy)) as PolicyEval);
       this.allByTarget.set(target, list.map((p) => this.evals.get(keyOf(p)) as PolicyEval));
       for (const l of losers) {
         const e = this.evals.get(keyOf(l)) as PolicyEval;
@@ -67,10 +64,10 @@ export class BackendTLSPolicies {
 
   /** The policy for one Service port: a sectioned policy wins over a whole-Service one. */
   forPort(serviceKey: string, portName: string | undefined): PolicyEval | undefined {
-    return (portName ? this.byTarget.get(`${serviceKey}#${portName}`) : undefined) ?? this.byTarget.get(serviceKey);
+    return this.allForPort(serviceKey, portName)[0];
   }
 
-  /** Every policy that targets the Service port, winners and losers alike. */
+  /** Every policy that targets the Service port, winners and losers alike (the winner first). */
   allForPort(serviceKey: string, portName: string | undefined): PolicyEval[] {
     return [...(portName ? (this.allByTarget.get(`${serviceKey}#${portName}`) ?? []) : []), ...(this.allByTarget.get(serviceKey) ?? [])];
   }

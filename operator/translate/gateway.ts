@@ -100,7 +100,7 @@ export function translateGateway(input: GatewayInput): GatewayResult {
     if (r.problem) rejected = { reason: Reason.InvalidParameters, message: r.problem };
     else config = r.config;
   }
-  rejected ??= unsupportedAddress(gw, opts.addressing);
+  rejected ??= unsupportedAddress(gw);
 
   const listeners = schemaErrors.length ? [] : validateListeners(gw, world, deps);
   const backendClient = schemaErrors.length ? undefined : backendClientCertificate(gw, world, deps);
@@ -238,7 +238,7 @@ function compileRoute(ro: RouteObj, ctx: RouteContext): CompiledRoute {
 
 const SUPPORTED_ADDRESS_TYPES = new Set(["IPAddress"]);
 
-function unsupportedAddress(gw: Gateway, _addressing: Addressing): { reason: string; message: string } | undefined {
+function unsupportedAddress(gw: Gateway): { reason: string; message: string } | undefined {
   for (const a of gw.spec?.addresses ?? []) {
     const type = a.type ?? "IPAddress";
     if (!SUPPORTED_ADDRESS_TYPES.has(type)) return { reason: Reason.UnsupportedAddress, message: `Address type ${type} is not supported` };

@@ -39,7 +39,8 @@ export function renderCase(name: string): { doc: RenderDocument; yaml: string } 
   };
   const doc = renderDocument(merged, optionsOf(text));
   // Base objects are shared context; only the case's own objects belong in its golden.
-  doc.objects = doc.objects.filter((o) => !baseKeys.has(`${o.kind}/${keyOf(o)}`) || own.objects.some((p) => p.object === o || keyOf(p.object) === keyOf(o)));
+  const ownKeys = new Set(own.objects.map((p) => `${p.kind}/${keyOf(p.object)}`));
+  doc.objects = doc.objects.filter((o) => !baseKeys.has(`${o.kind}/${keyOf(o)}`) || ownKeys.has(`${o.kind}/${keyOf(o)}`));
   return { doc, yaml: formatDocument(doc, "yaml") };
 }
 

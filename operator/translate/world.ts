@@ -1,6 +1,6 @@
 // Per-snapshot lookups shared by every Gateway's translation, and the dependency recorder that
 // lets the translator reuse a Gateway's previous result when nothing it read has changed.
-import { KINDS, type KindName } from "../api/kinds.ts";
+import { schemaErrorsOf, type KindName } from "../api/kinds.ts";
 import { keyOf, type EndpointSlice, type K8sObject } from "../api/objects.ts";
 import type { Snapshot } from "../store/snapshot.ts";
 import { ReferenceGrants } from "./referencegrant.ts";
@@ -87,9 +87,7 @@ export class World {
   schemaErrors(obj: K8sObject): string[] {
     let errs = this.validations.get(obj);
     if (!errs) {
-      const info = KINDS[obj.kind as KindName];
-      const version = obj.apiVersion.slice(obj.apiVersion.lastIndexOf("/") + 1);
-      errs = info ? info.validate(version)(obj) : [];
+      errs = schemaErrorsOf(obj);
       this.validations.set(obj, errs);
     }
     return errs;
