@@ -54,6 +54,9 @@ export function renderDocument(parsed: ParsedManifests, options: TranslateOption
     datapath: {
       gateways: result.datapath.gateways.map((g) => ({ ...g, l4: g.l4.map(summarizeL4) })),
       clusters: result.datapath.clusters,
+      // Key material never reaches the output: a digest says which certificate is served.
+      certificates: result.datapath.certificates.map((c) => ({ id: c.id, certSha256: sha256(c.cert) })),
+      caBundles: result.datapath.caBundles.map((c) => ({ id: c.id, sha256: sha256(c.pem) })),
     },
     warnings,
   };
@@ -68,6 +71,10 @@ function summarizeL4(s: L4Service): unknown {
     backends: s.backends.map((b, i) => ({ ...b, maglevSlots: slots[i] })),
     maglev: { size: s.maglev.length, sha256: createHash("sha256").update(s.maglev).digest("hex") },
   };
+}
+
+function sha256(s: string): string {
+  return createHash("sha256").update(s).digest("hex");
 }
 
 function cmp(a: string, b: string): number {

@@ -20,19 +20,19 @@ import { compileHTTPRoute } from "./httproute.ts";
 import { compileL4Route } from "./l4route.ts";
 import { transportOf, usesInsecureFallback, validateListeners, type ListenerInfo } from "./listener.ts";
 import { maglevHashKey } from "./maglev.ts";
-import type { Cluster, GatewayDatapath, L4Backend, L4Service, L7Listener, L7Port, RouteEntry, RouteRef, TLSRouteEntry, VirtualHost } from "./output.ts";
+import type { CaBundle, Cluster, GatewayDatapath, L4Backend, L4Service, L7Listener, L7Port, RouteEntry, RouteRef, TLSRouteEntry, TlsCertificate, VirtualHost } from "./output.ts";
 import { byAge, compareEntries } from "./precedence.ts";
 import { attach, defaultParentRef, isGatewayRef, parentRefsOf, type Attachment, type DefaultedParentRef } from "./route.ts";
 import { desiredService, generatedServiceName } from "./service.ts";
 import { compileTLSRoute } from "./tlsroute.ts";
-import { checkTlsSecret } from "./pem.ts";
+import { checkCaConfigMap, checkTlsSecret } from "./pem.ts";
 import type { Deps, World } from "./world.ts";
 
 export type Addressing =
   /** Kubernetes: addresses come from the status of the Gateway's generated Service. */
   | { mode: "service" }
-  /** Standalone: this host serves every Gateway on these IPs. */
-  | { mode: "static"; addresses: string[] };
+  /** Standalone: this host serves every Gateway on these IPs, or a Gateway on its own (`byGateway`, keyed `namespace/name`). */
+  | { mode: "static"; addresses: string[]; byGateway?: Readonly<Record<string, string[]>> };
 
 export interface GatewayOptions {
   controllerName: string;
@@ -62,6 +62,8 @@ export interface GatewayResult {
   routeParents: Map<string, ParentEntry[]>;
   datapath?: GatewayDatapath;
   clusters: Cluster[];
+  certificates: TlsCertificate[];
+  caBundles: CaBundle[];
   service?: Service;
   dns?: DnsInput;
   /** BackendTLSPolicy keys the Gateway's routes use. */
@@ -85,7 +87,7 @@ export function translateGateway(input: GatewayInput): GatewayResult {
   const gen = generationOf(gw);
   const gwKey = keyOf(gw);
   const ns = gw.metadata.namespace ?? "default";
-  const result: GatewayResult = { status: {}, routeParents: new Map(), clusters: [], policiesUsed: [] };
+  const result: GatewayResult = { status: {}, routeParents: new Map(), clusters: [], certificates: [], caBundles: [], policiesUsed: [] };
 
   // Why the Gateway as a whole is rejected, if it is.
   let rejected: { reason: string; message: string } | undefined;
@@ -173,8 +175,11 @@ export function translateGateway(input: GatewayInput): GatewayResult {
   let programmed: Condition;
   if (isAccepted) {
     const ips = addr.addresses.filter((a) => a.type === "IPAddress").map((a) => a.value);
-    const dp = buildDatapath(gwKey, ips, listeners, attached, ctx, input.maglev);
+    const material = tlsMaterial(listeners, ctx);
+    const dp = buildDatapath(gwKey, ips, listeners, attached, ctx, input.maglev, material);
     result.datapath = dp;
+    result.certificates = material.certificates;
+    result.caBundles = material.caBundles;
     result.clusters = [...ctx.clusters.values()];
     result.policiesUsed = [...ctx.policiesUsed].sort();
     if (addr.problem) programmed = condition(CondType.Programmed, false, addr.problem.reason, addr.problem.message, gen);
@@ -252,7 +257,8 @@ interface StatusAddress { type: "IPAddress" | "Hostname"; value: string }
 function resolveAddresses(gw: Gateway, addressing: Addressing, world: World, deps: Deps): { addresses: StatusAddress[]; problem?: { reason: string; message: string } } {
   let available: StatusAddress[];
   if (addressing.mode === "static") {
-    available = addressing.addresses.map((value) => ({ type: "IPAddress", value }));
+    const own = addressing.byGateway?.[keyOf(gw)];
+    available = (own ?? addressing.addresses).map((value) => ({ type: "IPAddress", value }));
   } else {
     const svc = world.get(deps, "Service", objectKey(gw.metadata.namespace ?? "default", generatedServiceName(gw.metadata.name)));
     available = [];
@@ -300,6 +306,7 @@ function buildDatapath(
   attached: Map<ListenerInfo, { compiled: CompiledRoute; attachment: Attachment }[]>,
   ctx: RouteContext,
   maglev: (backends: L4Backend[]) => Uint32Array,
+  material: TlsMaterial,
 ): GatewayDatapath {
   const ports = new Map<number, L7Listener[]>();
   const l4: L4Service[] = [];
@@ -326,6 +333,9 @@ function buildDatapath(
   const clusters = [...ctx.clusters.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
   const hash = createHash("sha256");
   hash.update(JSON.stringify({ ips, l7, clusters }));
+  // Certificate contents count: a rotated Secret is a new configuration the datapath must acknowledge.
+  for (const c of material.certificates) hash.update(c.id).update(c.cert).update(c.key);
+  for (const c of material.caBundles) hash.update(c.id).update(c.pem);
   for (const s of l4) {
     hash.update(JSON.stringify({ ...s, maglev: undefined }));
     hash.update(s.maglev);
@@ -395,4 +405,34 @@ function l4Service(id: string, protocol: "TCP" | "UDP", port: number, ips: strin
   svc.backends = [...byKey.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, b]) => b);
   svc.maglev = maglev(svc.backends);
   return svc;
+}
+
+interface TlsMaterial {
+  certificates: TlsCertificate[];
+  caBundles: CaBundle[];
+}
+
+/** The certificate and CA contents the Gateway's usable listeners and backend client certificate refer to (all validated before). */
+function tlsMaterial(listeners: ListenerInfo[], ctx: RouteContext): TlsMaterial {
+  const certs = new Map<string, TlsCertificate>();
+  const cas = new Map<string, CaBundle>();
+  const addCert = (id: string): void => {
+    if (certs.has(id)) return;
+    const secret = ctx.world.get(ctx.deps, "Secret", id);
+    const checked = secret && checkTlsSecret(secret);
+    if (checked?.ok) certs.set(id, { id, cert: checked.value.cert, key: checked.value.key });
+  };
+  for (const l of listeners) {
+    if (!l.usable || !l.tls) continue;
+    for (const id of l.tls.certificates) addCert(id);
+    for (const id of l.tls.clientValidation?.caCertificates ?? []) {
+      if (cas.has(id)) continue;
+      const cm = ctx.world.get(ctx.deps, "ConfigMap", id);
+      const checked = cm && checkCaConfigMap(cm);
+      if (checked?.ok) cas.set(id, { id, pem: checked.value });
+    }
+  }
+  if (ctx.clientCertificate) addCert(ctx.clientCertificate);
+  const byId = <T extends { id: string }>(a: T, b: T): number => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+  return { certificates: [...certs.values()].sort(byId), caBundles: [...cas.values()].sort(byId) };
 }

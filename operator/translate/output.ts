@@ -39,6 +39,23 @@ export interface DatapathConfig {
   gateways: GatewayDatapath[];
   /** Backend clusters, shared by every Gateway that routes to them, sorted by id. */
   clusters: Cluster[];
+  /** Certificate material the proxy needs (listener and backend client certificates), sorted by id. */
+  certificates: TlsCertificate[];
+  /** CA bundles for frontend client-certificate validation, sorted by id. */
+  caBundles: CaBundle[];
+}
+
+/** A validated `kubernetes.io/tls` Secret; `id` is its `namespace/name`. */
+export interface TlsCertificate {
+  id: string;
+  cert: string;
+  key: string;
+}
+
+/** A validated CA ConfigMap (`ca.crt`); `id` is its `namespace/name`. */
+export interface CaBundle {
+  id: string;
+  pem: string;
 }
 
 export interface GatewayDatapath {

@@ -10,7 +10,7 @@ import { desiredDnsRecords } from "./dns.ts";
 import { evaluateClass, CONTROLLER_NAME, type ClassInfo } from "./gatewayclass.ts";
 import { translateGateway, type Addressing, type GatewayOptions, type GatewayResult, type ParentEntry, type RouteObj } from "./gateway.ts";
 import { buildMaglevTable, DEFAULT_MAGLEV_TABLE_SIZE, maglevHashKey } from "./maglev.ts";
-import type { Cluster, L4Backend, ObjectStatus, TranslateResult } from "./output.ts";
+import type { CaBundle, Cluster, L4Backend, ObjectStatus, TlsCertificate, TranslateResult } from "./output.ts";
 import { defaultParentRef, isGatewayRef, parentRefsOf } from "./route.ts";
 import { Deps, sameItems, World } from "./world.ts";
 
@@ -121,7 +121,13 @@ export class Translator {
     this.policyStatuses(policies, results, statuses);
 
     const clusters = new Map<string, Cluster>();
-    for (const { result } of results) for (const c of result.clusters) if (!clusters.has(c.id)) clusters.set(c.id, c);
+    const certificates = new Map<string, TlsCertificate>();
+    const caBundles = new Map<string, CaBundle>();
+    for (const { result } of results) {
+      for (const c of result.clusters) if (!clusters.has(c.id)) clusters.set(c.id, c);
+      for (const c of result.certificates) if (!certificates.has(c.id)) certificates.set(c.id, c);
+      for (const c of result.caBundles) if (!caBundles.has(c.id)) caBundles.set(c.id, c);
+    }
 
     return {
       statuses,
@@ -130,6 +136,8 @@ export class Translator {
       datapath: {
         gateways: results.flatMap(({ result }) => (result.datapath ? [result.datapath] : [])),
         clusters: [...clusters.values()].sort((a, b) => (a.id < b.id ? -1 : 1)),
+        certificates: [...certificates.values()].sort((a, b) => (a.id < b.id ? -1 : 1)),
+        caBundles: [...caBundles.values()].sort((a, b) => (a.id < b.id ? -1 : 1)),
       },
       warnings,
     };

@@ -1,0 +1,68 @@
+// What the proxy serves: the translator's datapath state, reduced to the sockets this process
+// binds. Plain data, so it crosses the worker IPC channel as JSON unchanged.
+import type { CaBundle, Cluster, DatapathConfig, L7Listener, TlsCertificate } from "../../operator/translate/output.ts";
+import { compareHostnameSpecificity } from "../../operator/translate/hostname.ts";
+
+export interface Binding {
+  /** `address:port`, the socket this binding listens on. */
+  key: string;
+  address: string;
+  port: number;
+  /** The Gateway listener port (before any offset): redirects and X-Forwarded-Port speak of it. */
+  gatewayPort: number;
+  /** Listeners of every Gateway served on this socket, most specific hostname first. */
+  listeners: L7Listener[];
+}
+
+export interface ProxyConfig {
+  /** Monotonic per source; what the proxy reports as applied. */
+  version: number;
+  bindings: Binding[];
+  clusters: Cluster[];
+  certificates: TlsCertificate[];
+  caBundles: CaBundle[];
+  /** Gateway key → configHash of the Gateways this config carries (for acknowledgements). */
+  gateways: Record<string, string>;
+}
+
+export interface BindOptions {
+  /** Added to every listener port (standalone mode runs unprivileged on high ports). */
+  portOffset?: number;
+}
+
+export function bindKey(address: string, port: number): string {
+  return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+/**
+ * Every (address, port) of every Gateway becomes one binding. Gateways that share an address
+ * and port share the socket: their listeners are merged and isolated by hostname, as on a node
+ * proxy that serves many Gateways.
+ */
+export function proxyConfigFrom(dp: DatapathConfig, version: number, opts: BindOptions = {}): ProxyConfig {
+  const offset = opts.portOffset ?? 0;
+  const bindings = new Map<string, Binding>();
+  const gateways: Record<string, string> = {};
+  for (const gw of dp.gateways) {
+    gateways[gw.gateway] = gw.configHash;
+    for (const address of gw.addresses) {
+      for (const p of gw.ports) {
+        const port = p.port + offset;
+        const key = bindKey(address, port);
+        const b = bindings.get(key);
+        if (b) b.listeners.push(...p.listeners);
+        else bindings.set(key, { key, address, port, gatewayPort: p.port, listeners: [...p.listeners] });
+      }
+    }
+  }
+  // Stable sort: on equal hostnames the earlier Gateway (translator order) keeps precedence.
+  for (const b of bindings.values()) b.listeners.sort((a, b2) => compareHostnameSpecificity(a.hostname ?? "*", b2.hostname ?? "*"));
+  return {
+    version,
+    bindings: [...bindings.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)),
+    clusters: dp.clusters,
+    certificates: dp.certificates,
+    caBundles: dp.caBundles,
+    gateways,
+  };
+}

@@ -1,0 +1,119 @@
+// HTTP routing and filters through real sockets: client → proxy → echo backends.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { startEcho, type EchoHttpResponse, type EchoServer } from "../echo/echo.ts";
+import { backendService, objectsOf, randomLoopback, send, startStack, type Stack } from "./testkit.ts";
+
+const NS = "demo";
+
+function base(extra: string): string {
+  return `apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: sluice}
+spec: {controllerName: sluice.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: ${NS}}
+spec:
+  gatewayClassName: sluice
+  listeners:
+  - {name: http, protocol: HTTP, port: 80}
+---
+${extra}`;
+}
+
+describe("HTTP proxying", () => {
+  const addr = randomLoopback();
+  let v1: EchoServer;
+  let v2: EchoServer;
+  let stack: Stack;
+  const port = (): number => 80 + stack.portOffset;
+
+  before(async () => {
+    v1 = await startEcho({ mode: "http", host: addr, port: 0, identity: { pod: "v1-pod", namespace: NS } });
+    v2 = await startEcho({ mode: "http", host: addr, port: 0, identity: { pod: "v2-pod", namespace: NS } });
+    const yaml = base(`${backendService(NS, "v1", 8080, [{ address: addr, port: v1.port, pod: "v1-pod" }])}---
+${backendService(NS, "v2", 8080, [{ address: addr, port: v2.port, pod: "v2-pod" }])}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: ${NS}}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /v2}}]
+    backendRefs: [{name: v2, port: 8080}]
+  - matches: [{headers: [{name: x-canary, value: "yes"}]}]
+    backendRefs: [{name: v2, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /split}}]
+    backendRefs: [{name: v1, port: 8080, weight: 95}, {name: v2, port: 8080, weight: 5}]
+  - matches: [{path: {type: PathPrefix, value: /add}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {add: [{name: X-Added, value: a}], set: [{name: X-Set, value: s}], remove: [x-remove]}
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {set: [{name: X-Resp, value: r}]}
+    backendRefs: [{name: v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /}}]
+    backendRefs: [{name: v1, port: 8080}]
+`);
+    stack = await startStack(objectsOf(yaml), { address: addr });
+  });
+  after(async () => {
+    await stack.close();
+    await v1.close();
+    await v2.close();
+  });
+
+  it("routes by path prefix and header and answers 404 for other hosts", async () => {
+    const a = await send({ address: addr, port: port(), host: "example.com", path: "/hello?x=1" });
+    assert.equal(a.status, 200, a.body);
+    const ja = JSON.parse(a.body) as EchoHttpResponse;
+    assert.equal(ja.pod, "v1-pod");
+    assert.equal(ja.path, "/hello?x=1");
+    assert.equal(ja.host, "example.com");
+    const b = await send({ address: addr, port: port(), host: "example.com", path: "/v2/x" });
+    assert.equal((JSON.parse(b.body) as EchoHttpResponse).pod, "v2-pod");
+    const c = await send({ address: addr, port: port(), host: "example.com", path: "/", headers: { "x-canary": "yes" } });
+    assert.equal((JSON.parse(c.body) as EchoHttpResponse).pod, "v2-pod");
+    const d = await send({ address: addr, port: port(), host: "other.com", path: "/" });
+    assert.equal(d.status, 404);
+  });
+
+  it("sets forwarding headers", async () => {
+    const a = await send({ address: addr, port: port(), host: "example.com:80", path: "/", headers: { "x-forwarded-for": "203.0.113.9" } });
+    const j = JSON.parse(a.body) as EchoHttpResponse;
+    assert.deepEqual(j.headers["X-Forwarded-For"], ["203.0.113.9, 127.0.0.1"]);
+    assert.deepEqual(j.headers["X-Forwarded-Proto"], ["http"]);
+    assert.deepEqual(j.headers["X-Forwarded-Host"], ["example.com:80"]);
+    assert.match(j.headers["X-Request-Id"]?.[0] ?? "", /^[0-9a-f-]{36}$/);
+  });
+
+  it("applies request and response header modifiers", async () => {
+    const a = await send({ address: addr, port: port(), host: "example.com", path: "/add", headers: { "x-added": "orig", "x-remove": "gone", "x-set": "old" } });
+    const j = JSON.parse(a.body) as EchoHttpResponse;
+    assert.deepEqual(j.headers["X-Added"], ["orig,a"]);
+    assert.deepEqual(j.headers["X-Set"], ["s"]);
+    assert.equal(j.headers["X-Remove"], undefined);
+    assert.equal(a.headers["x-resp"], "r");
+  });
+
+  it("splits 95/5 by weight", async () => {
+    let v2n = 0;
+    const n = 2000;
+    for (let i = 0; i < n; i += 50) {
+      const replies = await Promise.all(Array.from({ length: 50 }, () => send({ address: addr, port: port(), host: "example.com", path: "/split" })));
+      for (const r of replies) if ((JSON.parse(r.body) as EchoHttpResponse).pod === "v2-pod") v2n++;
+    }
+    const share = v2n / n;
+    assert.ok(share > 0.03 && share < 0.07, `v2 share ${share}`);
+  });
+
+  it("serves h2c with prior knowledge", async () => {
+    const a = await send({ address: addr, port: port(), host: "example.com", path: "/v2/h2", h2: true });
+    assert.equal(a.status, 200, a.body);
+    const j = JSON.parse(a.body) as EchoHttpResponse;
+    assert.equal(j.pod, "v2-pod");
+  });
+});
