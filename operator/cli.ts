@@ -3,6 +3,8 @@ import { Command, Option } from "commander";
 import { isIP } from "node:net";
 import { readManifests } from "./sources/folder.ts";
 import { formatDocument, renderDocument } from "./render/render.ts";
+import { registerRunCommand } from "./run/cli.ts";
+import { registerEchoCommand } from "../datapath/echo/cli.ts";
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command("sluice")
@@ -39,6 +41,9 @@ export async function main(argv: string[]): Promise<number> {
       });
       process.stdout.write(formatDocument(doc, opts.output));
     });
+
+  registerRunCommand(program, (c) => (code = c));
+  registerEchoCommand(program);
 
   try {
     await program.parseAsync(argv, { from: "user" });

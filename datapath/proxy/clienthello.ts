@@ -36,10 +36,11 @@ export function parseClientHello(buf: Buffer): HelloResult {
     parts.push(frag);
     have += frag.length;
     off += RECORD_HEADER + len;
-    if (need < 0) {
-      if (frag.length < 4) return invalid("short handshake header");
-      if (frag[0] !== 1) return invalid("first handshake message is not a ClientHello");
-      need = 4 + ((frag[1] ?? 0) << 16 | (frag[2] ?? 0) << 8 | (frag[3] ?? 0));
+    if ((parts[0] as Buffer)[0] !== 1) return invalid("first handshake message is not a ClientHello");
+    // Records may split anywhere, even inside the 4-byte handshake header (RFC 8446 §5.1).
+    if (need < 0 && have >= 4) {
+      const h = parts.length === 1 ? frag : Buffer.concat(parts);
+      need = 4 + ((h[1] ?? 0) << 16 | (h[2] ?? 0) << 8 | (h[3] ?? 0));
       if (need > MAX_HELLO) return invalid("ClientHello too large");
     }
   }
@@ -59,7 +60,8 @@ function parseHello(hs: Buffer): HelloResult {
   r.skip(r.u8()); // compression methods
   if (r.failed) return invalid("truncated ClientHello");
   if (r.remaining === 0) return { state: "ok", alpn: [] };
-  const extEnd = r.pos + r.u16();
+  const extLen = r.u16();
+  const extEnd = r.pos + extLen;
   if (extEnd > hs.length) return invalid("truncated extensions");
   let sni: string | undefined;
   const alpn: string[] = [];
@@ -74,7 +76,8 @@ function parseHello(hs: Buffer): HelloResult {
         const nameType = r.u8();
         const name = r.bytes(r.u16());
         if (nameType === 0 && name) {
-          const host = name.toString("ascii");
+          // latin1, not ascii: ascii decoding drops the high bit and would turn 0xE1 into "a".
+          const host = name.toString("latin1");
           // A server_name is a DNS name: no trailing dot, no IP literal, no control bytes.
           if (!/^[A-Za-z0-9._-]+$/.test(host)) return invalid("malformed server_name");
           sni = host.replace(/\.$/, "").toLowerCase();

@@ -242,3 +242,21 @@ test("watchManifests: unsubscribing closes the watchers", async (t) => {
   while (watchers() > before && Date.now() < deadline) await new Promise((r) => setImmediate(r));
   assert.equal(watchers(), before);
 });
+
+test("watchManifests: a file replaced by rename and then deleted is seen deleted, also in a new subdirectory", async (t) => {
+  // Node's recursive fs.watch on Linux loses the unlink of a file that was replaced by rename.
+  const dir = await tempDir(t);
+  const events = recorder(t, watchManifests([dir], { debounceMs: 10, now: () => NOW }));
+  await events.next(has("SYNCED"));
+  for (const sub of ["", "later"]) {
+    const d = path.join(dir, sub);
+    await fs.mkdir(d, { recursive: true });
+    const file = path.join(d, "x.yaml");
+    await replaceFile(file, service(`x${sub}`));
+    await events.next(has(`ADDED Service default/x${sub}`));
+    await replaceFile(file, service(`x${sub}`, "spec: {ports: [{port: 81}]}\n"));
+    await events.next(has(`MODIFIED Service default/x${sub}`));
+    await fs.rm(file);
+    await events.next(has(`DELETED Service default/x${sub}`));
+  }
+});

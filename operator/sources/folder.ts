@@ -299,9 +299,8 @@ function createWatchers(paths: readonly string[], onChange: () => void): Watcher
     async reconcile() {
       const wanted = new Map<string, WatchTarget>();
       for (const p of paths) {
-        const target = await watchTarget(p);
         // The inode is part of the identity: a directory deleted and recreated needs a new watcher.
-        if (target) wanted.set(`${target.dir}\0${target.recursive}\0${target.ino}`, target);
+        for (const target of await watchTargets(p)) wanted.set(`${target.dir}\0${target.recursive}\0${target.ino}`, target);
       }
       const errors: ManifestError[] = [];
       let changed = false;
@@ -335,17 +334,33 @@ function createWatchers(paths: readonly string[], onChange: () => void): Watcher
 }
 
 /**
- * A directory is watched recursively. A file is watched through its directory, because editors
- * replace files rather than rewrite them; a missing path through its nearest existing ancestor,
- * so that its creation is noticed.
+ * A directory is watched with one watcher per directory in its tree: Node's recursive watch on
+ * Linux loses a file's deletion once the file has been replaced by a rename (the way editors and
+ * GitOps tools write). A file is watched through its directory, because editors replace files
+ * rather than rewrite them; a missing path through its nearest existing ancestor, so that its
+ * creation is noticed.
  */
-async function watchTarget(p: string): Promise<WatchTarget | undefined> {
+async function watchTargets(p: string): Promise<WatchTarget[]> {
   const resolved = path.resolve(p);
   const stat = await fs.stat(resolved).catch(() => undefined);
-  if (stat?.isDirectory()) return { dir: resolved, recursive: true, ino: stat.ino };
+  if (stat?.isDirectory()) {
+    const out: WatchTarget[] = [];
+    const walk = async (dir: string, ino: number): Promise<void> => {
+      out.push({ dir, recursive: false, ino });
+      const entries = await fs.readdir(dir, { withFileTypes: true }).catch(() => []);
+      for (const e of entries) {
+        if (!e.isDirectory()) continue;
+        const sub = path.join(dir, e.name);
+        const s = await fs.stat(sub).catch(() => undefined);
+        if (s) await walk(sub, s.ino);
+      }
+    };
+    await walk(resolved, stat.ino);
+    return out;
+  }
   for (let dir = path.dirname(resolved); ; dir = path.dirname(dir)) {
     const s = await fs.stat(dir).catch(() => undefined);
-    if (s?.isDirectory()) return { dir, recursive: false, ino: s.ino };
-    if (dir === path.dirname(dir)) return undefined;
+    if (s?.isDirectory()) return [{ dir, recursive: false, ino: s.ino }];
+    if (dir === path.dirname(dir)) return [];
   }
 }

@@ -1,0 +1,121 @@
+// `sluice run`: the standalone host of the pipeline. A folder of manifests is the source; the
+// store and the pure translator are the operator's own; the sink is the L7 proxy on this machine.
+// Every change to the folder is applied live; the datapath's acknowledgement flows back into the
+// store so Gateways turn Programmed exactly as they do in a cluster.
+import { Subject, concatMap, map, tap, type Subscription } from "rxjs";
+import http from "node:http";
+import type { Logger } from "pino";
+import { watchManifests, sourceName } from "../sources/folder.ts";
+import { createStore } from "../store/store.ts";
+import { Translator } from "../translate/translate.ts";
+import type { TranslateResult } from "../translate/output.ts";
+import { proxyConfigFrom, type ProxyConfig } from "../../datapath/proxy/config.ts";
+import { startDataplane, type Dataplane } from "../../datapath/proxy/workers.ts";
+import { statusLines } from "./report.ts";
+
+export interface RunOptions {
+  paths: string[];
+  addresses: string[];
+  portOffset: number;
+  workers: number;
+  accessLog: boolean;
+  /** Admin endpoint (/metrics, /healthz, /readyz, /config), or none. */
+  admin?: { host: string; port: number };
+  log: Logger;
+  /** How long the folder watcher waits for a burst of writes to settle. */
+  debounceMs?: number;
+}
+
+export interface Running {
+  /** Resolves once the first complete config is being served. */
+  ready: Promise<void>;
+  /** The config version being served (0 before the first). */
+  version(): number;
+  /** The admin endpoint's actual address, when enabled. */
+  adminAddress(): { host: string; port: number } | undefined;
+  stop(graceMs?: number): Promise<void>;
+}
+
+export async function startRun(opts: RunOptions): Promise<Running> {
+  const { log } = opts;
+  const dataplane: Dataplane = await startDataplane({ workers: opts.workers, accessLog: opts.accessLog });
+  const acks$ = new Subject<ReadonlyMap<string, string>>();
+  const source = sourceName(opts.paths);
+  const events$ = watchManifests(opts.paths, { debounceMs: opts.debounceMs ?? 5 }).pipe(
+    tap((e) => {
+      if (e.type === "ERROR") log.warn({ file: e.error.file, line: e.error.line }, e.error.message);
+    }),
+  );
+  const translator = new Translator({ addressing: { mode: "static", addresses: opts.addresses } });
+  let served = 0;
+  let appliedHashes = "";
+  let l4Warned = false;
+  let markReady: () => void = () => undefined;
+  const ready = new Promise<void>((r) => (markReady = r));
+  const reported = new Map<string, string>();
+
+  const apply = async (version: number, result: TranslateResult): Promise<void> => {
+    for (const line of statusLines(result, reported)) log.info(line);
+    for (const w of result.warnings) log.warn(w);
+    const config: ProxyConfig = proxyConfigFrom(result.datapath, version, { portOffset: opts.portOffset });
+    if (!l4Warned && result.datapath.gateways.some((g) => g.l4.length > 0)) {
+      l4Warned = true;
+      log.warn("TCPRoute and UDPRoute listeners are forwarded by the eBPF datapath, which this build of `sluice run` does not start: they are not served");
+    }
+    const hashes = JSON.stringify(config.gateways);
+    // An acknowledgement comes back as a new snapshot with the same config: nothing to apply.
+    if (hashes === appliedHashes && served > 0) return;
+    const t0 = performance.now();
+    const applied = await dataplane.apply(config);
+    for (const e of applied.errors) log.error({ binding: e.binding }, `cannot listen on ${e.binding}: ${e.message}`);
+    const first = served === 0;
+    served = version;
+    appliedHashes = hashes;
+    log.debug({ version, ms: Math.round((performance.now() - t0) * 100) / 100 }, "config applied");
+    if (first) for (const b of config.bindings) log.info(`serving ${b.listeners.map((l) => `${l.protocol} ${l.id}`).join(", ")} on ${b.address}:${b.port}`);
+    acks$.next(new Map(Object.entries(config.gateways)));
+    if (first) markReady();
+  };
+
+  const sub: Subscription = createStore(events$, { coalesceMs: 1, sources: [source], acks$ })
+    .pipe(
+      map((snapshot) => ({ version: snapshot.version, result: translator.translate(snapshot) })),
+      concatMap(({ version, result }) => apply(version, result)),
+    )
+    .subscribe({ error: (err: unknown) => log.error({ err }, "pipeline failed") });
+
+  const admin = opts.admin ? await startAdmin(opts.admin, dataplane, () => served) : undefined;
+  return {
+    ready,
+    version: () => served,
+    adminAddress: () => {
+      const a = admin?.address();
+      return a && typeof a === "object" ? { host: a.address, port: a.port } : undefined;
+    },
+    async stop(graceMs = 10_000) {
+      sub.unsubscribe();
+      admin?.close();
+      await dataplane.close(graceMs);
+    },
+  };
+}
+
+function startAdmin(at: { host: string; port: number }, dataplane: Dataplane, version: () => number): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    const send = (status: number, body: string, type = "text/plain; charset=utf-8"): void => {
+      res.writeHead(status, { "content-type": type });
+      res.end(body);
+    };
+    if (req.url === "/healthz") return send(200, "ok\n");
+    if (req.url === "/readyz") return version() > 0 ? send(200, "ok\n") : send(503, "no configuration applied yet\n");
+    if (req.url === "/metrics") {
+      dataplane.metrics().then((m) => send(200, m, "text/plain; version=0.0.4"), (err: unknown) => send(500, `${(err as Error).message}\n`));
+      return;
+    }
+    send(404, "not found\n");
+  });
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(at.port, at.host, () => resolve(server));
+  });
+}
