@@ -87,6 +87,9 @@ for (const workers of [1, 2]) {
       assert.equal((await send({ address: addr, port, host: "x", path: "/b" })).status, 404);
       put(dir, "route-b.yaml", route("b", "/b"));
       await until("/b to answer 200", async () => (await send({ address: addr, port, host: "x", path: "/b" })).status === 200);
+      // Once applied, every worker serves it: new connections land on workers at the kernel's choice.
+      const fresh = await Promise.all(Array.from({ length: 20 }, () => send({ address: addr, port, host: "x", path: "/b" })));
+      assert.deepEqual(fresh.map((r) => r.status), new Array<number>(20).fill(200));
       put(dir, "route-b.yaml", route("b", "/c"));
       await until("/c to answer 200", async () => (await send({ address: addr, port, host: "x", path: "/c" })).status === 200);
       assert.equal((await send({ address: addr, port, host: "x", path: "/b" })).status, 404);
