@@ -54,10 +54,18 @@ function tryConnect(ep: Endpoint): Promise<boolean> {
   });
 }
 
+export type StartOptions = {
+  env?: NodeJS.ProcessEnv;
+  readyTimeoutMs?: number;
+  /** Called with the pid as soon as the process is spawned, before it is ready (e.g. to sample its memory). */
+  onSpawn?: (pid: number) => void;
+};
+
 /** Spawns `bin args` in the foreground, resolves once `listen` accepts connections. */
-export async function startServer(name: string, bin: string, args: string[], listen: Endpoint, dir: string): Promise<Server> {
-  const child = spawn(bin, args, { stdio: ["ignore", "ignore", "pipe"] });
+export async function startServer(name: string, bin: string, args: string[], listen: Endpoint, dir: string, opts: StartOptions = {}): Promise<Server> {
+  const child = spawn(bin, args, { stdio: ["ignore", "ignore", "pipe"], ...(opts.env ? { env: opts.env } : {}) });
   live.add(child);
+  if (child.pid !== undefined) opts.onSpawn?.(child.pid);
   // Keep the tail of stderr: it is the only diagnosis when a config is rejected.
   let stderr = "";
   child.stderr?.setEncoding("utf8").on("data", (d: string) => {
@@ -81,7 +89,8 @@ export async function startServer(name: string, bin: string, args: string[], lis
     await rm(dir, { recursive: true, force: true });
   };
 
-  const deadline = Date.now() + 10_000;
+  const readyMs = opts.readyTimeoutMs ?? 10_000;
+  const deadline = Date.now() + readyMs;
   for (;;) {
     if (spawnError) {
       await cleanup();
@@ -94,7 +103,7 @@ export async function startServer(name: string, bin: string, args: string[], lis
     if (await tryConnect(listen)) break;
     if (Date.now() > deadline) {
       await cleanup();
-      throw new Error(`${name} not listening on ${listen.host}:${listen.port} after 10 s: ${stderr.trim()}`);
+      throw new Error(`${name} not listening on ${listen.host}:${listen.port} after ${readyMs / 1000} s: ${stderr.trim()}`);
     }
     await sleep(20);
   }

@@ -13,11 +13,15 @@ export function originAllowed(f: CorsFilter, origin: string): boolean {
     if (star >= 0) {
       const scheme = o.slice(0, star + 3);
       const suffix = o.slice(star + 4); // ".bar.com"
-      if (origin.startsWith(scheme) && origin.endsWith(suffix) && origin.length > scheme.length + suffix.length) return true;
+      if (origin.length <= scheme.length + suffix.length || !origin.startsWith(scheme) || !origin.endsWith(suffix)) continue;
+      // The star covers whole DNS labels only: never a path, userinfo or port smuggled in front of the suffix.
+      if (LABELS.test(origin.slice(scheme.length, origin.length - suffix.length))) return true;
     }
   }
   return false;
 }
+
+const LABELS = /^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$/i;
 
 export function isPreflight(method: string, headers: HeaderMap): boolean {
   return method === "OPTIONS" && headers.origin !== undefined && headers["access-control-request-method"] !== undefined;

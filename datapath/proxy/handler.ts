@@ -15,7 +15,7 @@ import { modifyHeaders, redirectLocation, rewritePath, type HeaderMap } from "./
 import { actualHeaders, isPreflight, originAllowed, preflightHeaders, type CorsFilter } from "./cors.ts";
 import { recordResult, type ClusterRuntime, type Endpoint, type Upstreams } from "./upstream.ts";
 import type { PortRuntime, Table } from "./table.ts";
-import { grpcStatusFor, sendGrpcError } from "./grpc.ts";
+import { grpcStatusFor, sendGrpcError, takeStatusHeaders } from "./grpc.ts";
 import type { Observer } from "./observe.ts";
 
 export type Req = IncomingMessage | Http2ServerRequest;
@@ -25,6 +25,8 @@ export interface Res {
   readonly headersSent: boolean;
   readonly destroyed: boolean;
   readonly writableFinished: boolean;
+  /** Whether end() was called; unlike writableFinished, false for an HTTP/2 stream reset before the answer. */
+  readonly writableEnded: boolean;
   writeHead(status: number, headers?: OutgoingHttpHeaders): unknown;
   setHeader(name: string, value: string): unknown;
   write(chunk: Buffer): boolean;
@@ -69,7 +71,9 @@ export function handleRequest(state: ProxyState, conn: ConnInfo, req: Req, res: 
   res.once("close", () => state.observer.request(req, res, labels, started));
   const r = routeRequest(state, conn, req);
   if ("status" in r) {
-    if (r.status === 503) res.setHeader("connection", "close");
+    // A removed listener, or a request too broken to trust what follows it on the connection:
+    // close it (HTTP/1.1 only; HTTP/2 has no Connection header and its streams are independent).
+    if ((r.status === 503 || r.status === 400) && !("stream" in req)) res.setHeader("connection", "close");
     return void errorReply(res, r.grpc, r.status, r.message);
   }
   labels.route = routeLabel(r.entry);
@@ -85,17 +89,23 @@ export function routeRequest(state: ProxyState, conn: ConnInfo, req: Req): Route
   const port = state.table.ports.get(conn.bindKey);
   // The listener was removed while this connection was open: answer, and close the connection.
   if (!port) return { status: 503, message: "listener removed", grpc };
-  const authority = (h[":authority"] as string | undefined) ?? h.host;
-  if (!authority) return { status: 400, message: "missing Host header", grpc: false };
+  let authority = (h[":authority"] as string | undefined) ?? h.host;
   const url = req.url ?? "/";
   let path = url;
   if (!url.startsWith("/")) {
     // Absolute form (RFC 9112 §3.2.2) is accepted; anything else is not a path.
     if (url.startsWith("http://") || url.startsWith("https://")) {
-      const slash = url.indexOf("/", url.indexOf("//") + 2);
-      path = slash < 0 ? "/" : url.slice(slash);
+      const start = url.indexOf("//") + 2;
+      const end = url.slice(start).search(/[/?#]/);
+      const target = end < 0 ? url.slice(start) : url.slice(start, start + end);
+      if (!target || target.includes("@")) return { status: 400, message: "bad request target", grpc: false };
+      // Its authority, not the Host header, names the host (§3.2.2): route and forward by it.
+      authority = target;
+      const rest = end < 0 ? "" : url.slice(start + end);
+      path = rest.startsWith("/") ? rest : `/${rest}`;
     } else if (!(url === "*" && req.method === "OPTIONS")) return { status: 400, message: "bad request target", grpc: false };
   }
+  if (!authority) return { status: 400, message: "missing Host header", grpc: false };
   const listener = selectFor(port, conn, authority);
   if (listener === "misdirected") return { status: 421, message: "misdirected request", grpc };
   const vhost = listener && selectVirtualHost(listener, authority);
@@ -196,14 +206,15 @@ export function serve(state: ProxyState, req: Req, res: Res, x: Exchange, upgrad
     return true;
   };
   if (!apply(entry.filters)) return;
-  if (cors) {
-    const origin = h.origin;
-    if (typeof origin === "string" && originAllowed(cors, origin)) Object.assign(responseHeaders, actualHeaders(cors, origin));
-  }
   if (entry.direct) return void errorReply(res, x.grpc, entry.direct.status, entry.direct.reason);
   const backend = chooseBackend(entry.backends);
   if (!backend) return void errorReply(res, x.grpc, 500, "no backends");
   if (!apply(backend.filters)) return;
+  // After both filter lists: a CORS filter may sit on the rule or on the chosen backendRef.
+  if (cors) {
+    const origin = h.origin;
+    if (typeof origin === "string" && originAllowed(cors, origin)) Object.assign(responseHeaders, actualHeaders(cors, origin));
+  }
   if (!backend.cluster) return void errorReply(res, x.grpc, 500, backend.invalid ?? "invalid backend");
   x.labels.backend = backend.cluster;
   const cluster = state.upstreams.cluster(backend.cluster, x.grpc);
@@ -326,41 +337,69 @@ class RetryableStatus extends Error {
 
 type Attempt = { kind: "done" } | { kind: "error"; error: Error; connect: boolean } | { kind: "status"; status: number } | { kind: "timeout" };
 
+/**
+ * One forwarded request across its attempts. Cancelling (client gone, request timeout) aborts the
+ * running attempt, ends one still waiting in a pool queue at once, and makes it abort itself
+ * should the pool start it later: a queued request has no controller to abort yet.
+ */
+interface Flight {
+  controller?: Dispatcher.DispatchController;
+  cancelled?: Error;
+  /** Settles the current attempt while it has not started. */
+  settleQueued?: (a: Attempt) => void;
+}
+
+function cancel(flight: Flight, err: Error): void {
+  if (flight.cancelled) return;
+  flight.cancelled = err;
+  if (flight.controller) flight.controller.abort(err);
+  else flight.settleQueued?.(err instanceof TimeoutError ? { kind: "timeout" } : { kind: "error", error: err, connect: false });
+}
+
+const NO_ATTEMPT: Attempt = { kind: "error", error: new Error("no endpoint was tried"), connect: true };
+
 async function forward(state: ProxyState, req: Req, res: Res, cluster: ClusterRuntime, fwd: Forward, body: Body): Promise<void> {
   const retry = fwd.entry.retry;
   const timeouts = fwd.entry.timeouts;
   const replayable = body === null || Buffer.isBuffer(body);
   const maxRetries = replayable && retry ? retry.attempts : 0;
   let requestTimedOut = false;
-  let current: Dispatcher.DispatchController | undefined;
+  let clientGone = false;
+  let flight: Flight = {};
   const requestTimer = timeouts?.requestMs
     ? setTimeout(() => {
         requestTimedOut = true;
-        current?.abort(new TimeoutError("request timeout"));
+        cancel(flight, new TimeoutError("request timeout"));
       }, timeouts.requestMs)
     : undefined;
-  // A client that goes away cancels the upstream request.
+  // A client that goes away cancels the upstream request. (Http2ServerResponse has no
+  // `destroyed`, and its writableFinished is true after a reset: only writableEnded tells.)
   const onClose = (): void => {
-    if (!res.writableFinished) current?.abort(new Error("client closed"));
+    if (res.writableEnded) return;
+    clientGone = true;
+    cancel(flight, new Error("client closed"));
   };
   res.once("close", onClose);
-  let last: Attempt = { kind: "error", error: new Error("no attempt"), connect: true };
+  // Shared, not per request: an Error captures a stack trace, which costs more than the routing.
+  let last: Attempt = NO_ATTEMPT;
   let prev: Endpoint | undefined;
   try {
     for (let attempt = 0; attempt <= maxRetries; attempt++) {
       if (attempt > 0) await sleep(retry?.backoffMs ?? 25);
-      if (requestTimedOut || res.destroyed) break;
+      if (requestTimedOut || clientGone) break;
       const ep = cluster.pick(Date.now(), prev);
       if (!ep) break;
       prev = ep;
       const retryCodes = attempt < maxRetries ? retry?.codes : undefined;
-      last = await once(req, res, ep, fwd, body, retryCodes, timeouts?.backendRequestMs, (c) => (current = c));
-      current = undefined;
+      flight = {};
+      last = await once(req, res, ep, fwd, body, retryCodes, timeouts?.backendRequestMs, flight);
       if (last.kind === "done") return;
-      if (requestTimedOut) break;
-      const retryable = last.kind === "status" || (last.kind === "error" && last.connect);
+      if (requestTimedOut || clientGone) break;
+      // A backend request timeout is retried like a lost connection (HTTPRouteRetryWithTimeouts).
+      const retryable = last.kind === "status" || last.kind === "timeout" || (last.kind === "error" && last.connect);
       if (!retryable || res.headersSent) break;
     }
+    if (clientGone) return;
     if (res.headersSent) {
       res.destroy();
       return;
@@ -383,25 +422,31 @@ const CONNECT_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "EPIPE", "UND_ERR_
 /** One attempt against one endpoint. Streams the response to the client unless its status is to be retried. */
 function once(
   req: Req, res: Res, ep: Endpoint, fwd: Forward, body: Body,
-  retryCodes: readonly number[] | undefined, timeoutMs: number | undefined,
-  setController: (c: Dispatcher.DispatchController) => void,
+  retryCodes: readonly number[] | undefined, timeoutMs: number | undefined, flight: Flight,
 ): Promise<Attempt> {
   return new Promise<Attempt>((resolve) => {
     let settled = false;
     let started = false;
     let timer: NodeJS.Timeout | undefined;
+    let statusTrailers: Record<string, string | string[]> | undefined;
     const settle = (a: Attempt): void => {
       if (settled) return;
       settled = true;
+      flight.settleQueued = undefined;
       clearTimeout(timer);
       resolve(a);
     };
+    flight.settleQueued = settle;
     const handler: Dispatcher.DispatchHandler = {
       onRequestStart(c) {
-        setController(c);
+        flight.settleQueued = undefined;
+        flight.controller = c;
+        // Cancelled while it waited for a pooled connection.
+        if (flight.cancelled || settled) return void c.abort(flight.cancelled ?? new Error("cancelled"));
         if (timeoutMs) timer = setTimeout(() => c.abort(new TimeoutError("backend request timeout")), timeoutMs);
       },
       onResponseStart(c, status, headers) {
+        if (settled) return void c.abort(new Error("cancelled"));
         const failed = status === 502 || status === 503 || status === 504;
         recordResult(ep, !failed, Date.now());
         if (retryCodes?.includes(status)) {
@@ -411,18 +456,25 @@ function once(
         started = true;
         // Backend timeouts cover the wait for the response head; a streaming body may take its time.
         clearTimeout(timer);
-        res.writeHead(status, responseHeadersFor(headers, fwd, "stream" in req));
+        const out = responseHeadersFor(headers, fwd, "stream" in req);
+        if (fwd.grpc && "stream" in req) statusTrailers = takeStatusHeaders(out);
+        res.writeHead(status, out);
         // Small responses fit the first write; flushing the head early would cost a packet.
       },
       onResponseData(c, chunk) {
+        if (settled) return void c.abort(new Error("cancelled"));
         if (!res.write(chunk)) {
+          // Resumed on drain; a client that goes away instead aborts the request (onClose), so a
+          // paused upstream connection is never left waiting for a drain that cannot come.
           c.pause();
           res.once("drain", () => c.resume());
         }
       },
       onResponseEnd(_c, trailers) {
+        if (settled) return;
         // HTTP/1.1 responses here are not chunked with a Trailer header, so only HTTP/2 carries trailers (gRPC).
-        if ("stream" in req && trailers && Object.keys(trailers).length) res.addTrailers(trailers);
+        const all = statusTrailers ? { ...statusTrailers, ...trailers } : trailers;
+        if ("stream" in req && all && Object.keys(all).length) res.addTrailers(all);
         res.end();
         settle({ kind: "done" });
       },
@@ -431,6 +483,11 @@ function once(
         if (err instanceof TimeoutError) {
           if (started) res.destroy();
           return settle({ kind: "timeout" });
+        }
+        // A cancelled request says nothing about the endpoint's health.
+        if (flight.cancelled) {
+          if (started) res.destroy();
+          return settle({ kind: "error", error: err, connect: false });
         }
         const code = (err as NodeJS.ErrnoException).code ?? "";
         const connect = !started && CONNECT_ERRORS.has(code);
@@ -467,9 +524,15 @@ function responseHeadersFor(upstream: IncomingHttpHeaders, fwd: Forward, h2: boo
     out[k] = upstream[k];
   }
   for (const m of fwd.responseMods) modifyHeaders(out, m.modifier);
-  for (const k in fwd.responseHeaders) out[k] = fwd.responseHeaders[k];
+  for (const k in fwd.responseHeaders) {
+    const prev = out[k];
+    // Vary lists what the answer depends on: CORS adds Origin to the backend's list, never replaces it.
+    out[k] = k === "vary" && prev !== undefined ? `${Array.isArray(prev) ? prev.join(", ") : prev}, ${fwd.responseHeaders[k]}` : fwd.responseHeaders[k];
+  }
   return out as Record<string, string | string[]>;
 }
+
+const MIRROR_TIMEOUT_MS = 30_000;
 
 function fireMirrors(state: ProxyState, mirrors: readonly Extract<Filter, { type: "RequestMirror" }>[], fwd: Forward, body: Buffer | null): void {
   for (const m of mirrors) {
@@ -478,8 +541,10 @@ function fireMirrors(state: ProxyState, mirrors: readonly Extract<Filter, { type
     const ep = cluster?.pick(Date.now());
     if (!ep) continue;
     // Fire and forget: the mirror's answer is read and dropped, its failures never reach the client.
+    // Bounded in time, so a mirror that never answers cannot pile up requests on its pool.
+    const signal = AbortSignal.timeout(fwd.entry.timeouts?.requestMs || MIRROR_TIMEOUT_MS);
     ep.pool
-      .request({ path: fwd.path, method: fwd.method as Dispatcher.HttpMethod, headers: fwd.headers as Record<string, string>, body })
+      .request({ path: fwd.path, method: fwd.method as Dispatcher.HttpMethod, headers: fwd.headers as Record<string, string>, body, signal })
       .then((r) => r.body.dump())
       .catch(() => undefined);
   }

@@ -1,6 +1,6 @@
 // Access logs (JSON lines through pino) and Prometheus metrics (prom-client) for every request.
 // Metric labels are bounded: route rule and backend cluster, never the path or the host.
-import { pino, type Logger } from "pino";
+import { pino, type DestinationStream, type Logger } from "pino";
 import { Counter, Histogram, Registry } from "prom-client";
 import type { Req, Res, RouteLabels } from "./handler.ts";
 
@@ -13,6 +13,8 @@ export interface Observer {
 export interface ObserverOptions {
   /** JSON access log lines to this file descriptor (1 = stdout); undefined turns them off. */
   accessLogFd?: number;
+  /** JSON access log lines to this stream instead (tests, log shippers); wins over accessLogFd. */
+  accessLogStream?: DestinationStream;
   registry?: Registry;
   log?: Logger;
 }
@@ -20,7 +22,10 @@ export interface ObserverOptions {
 export function createObserver(opts: ObserverOptions = {}): Observer {
   const registry = opts.registry ?? new Registry();
   const log = opts.log ?? pino({ level: process.env.SLUICE_LOG_LEVEL ?? "info" }, pino.destination({ fd: 2, sync: false }));
-  const access = opts.accessLogFd === undefined ? undefined : pino({ base: null, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ fd: opts.accessLogFd, sync: false }));
+  const accessOpts = { base: null, timestamp: pino.stdTimeFunctions.isoTime };
+  const access = opts.accessLogStream
+    ? pino(accessOpts, opts.accessLogStream)
+    : opts.accessLogFd === undefined ? undefined : pino(accessOpts, pino.destination({ fd: opts.accessLogFd, sync: false }));
   const requests = new Counter({
     name: "sluice_proxy_requests_total",
     help: "HTTP requests answered by the proxy, by route rule, backend cluster and status code",
@@ -39,7 +44,8 @@ export function createObserver(opts: ObserverOptions = {}): Observer {
     log,
     request(req, res, labels, startedMs) {
       const seconds = (performance.now() - startedMs) / 1000;
-      const code = res.writableFinished ? res.statusCode : 0; // 0: the connection closed before a full response
+      // 0: the connection closed (or the HTTP/2 stream was reset) before a full response.
+      const code = res.writableEnded && res.writableFinished ? res.statusCode : 0;
       requests.inc({ route: labels.route, backend: labels.backend, code: String(code) });
       duration.observe({ route: labels.route }, seconds);
       access?.info({

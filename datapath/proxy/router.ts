@@ -32,10 +32,37 @@ export function selectListener(port: L7Port, host: string): L7Listener | undefin
   return port.listeners.find((l) => hostnameMatches(l.hostname, h));
 }
 
-/** The most specific virtual host matching the host; there is no fallback to a less specific one. */
+interface HostIndex {
+  exact: Map<string, VirtualHost>;
+  /** Wildcard and catch-all hosts, most specific first (the translator's order). */
+  patterns: VirtualHost[];
+}
+
+// Built once per listener object: a config update brings new listener objects, so stale
+// indexes are never consulted and are collected with their listener.
+const hostIndexes = new WeakMap<L7Listener, HostIndex>();
+
+function hostIndex(listener: L7Listener): HostIndex {
+  let idx = hostIndexes.get(listener);
+  if (!idx) {
+    idx = { exact: new Map(), patterns: [] };
+    for (const v of listener.virtualHosts) {
+      if (v.hostname === "*" || v.hostname.startsWith("*.")) idx.patterns.push(v);
+      else if (!idx.exact.has(v.hostname)) idx.exact.set(v.hostname, v);
+    }
+    hostIndexes.set(listener, idx);
+  }
+  return idx;
+}
+
+/**
+ * The most specific virtual host matching the host; there is no fallback to a less specific one.
+ * An exact name is always the most specific, so it is looked up directly; only wildcards are scanned.
+ */
 export function selectVirtualHost(listener: L7Listener, host: string): VirtualHost | undefined {
   const h = hostWithoutPort(host);
-  return listener.virtualHosts.find((v) => hostnameMatches(v.hostname, h));
+  const idx = hostIndex(listener);
+  return idx.exact.get(h) ?? idx.patterns.find((v) => hostnameMatches(v.hostname, h));
 }
 
 export function pathMatches(m: RouteMatch["path"], path: string): boolean {

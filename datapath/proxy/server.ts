@@ -18,7 +18,7 @@ import { Upstreams, type UpstreamOptions } from "./upstream.ts";
 import { chooseBackend, handleRequest, routeRequest, serve, errorReply, routeLabel, type ConnInfo, type ProxyState, type Req, type Res } from "./handler.ts";
 import { parseClientHello, looksLikeTls } from "./clienthello.ts";
 import { createObserver, type Observer } from "./observe.ts";
-import { splice } from "./websocket.ts";
+import { spliceTo } from "./websocket.ts";
 
 export interface Limits {
   /** Largest request head (HTTP/1.1 header bytes, HTTP/2 header list). */
@@ -65,6 +65,29 @@ export interface ApplyResult {
 }
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+
+/** How often HTTP/1.1 servers look for connections past headersTimeout/requestTimeout. */
+function checkingInterval(l: Limits): number {
+  return Math.max(100, Math.min(1000, Math.floor(l.headersTimeoutMs / 2)));
+}
+
+/**
+ * Starts Node's HTTP/1.1 connection tracking. It starts on 'listening', which servers that are
+ * only handed connections never emit: without it headersTimeout and requestTimeout are not
+ * enforced (slowloris) and closeIdleConnections() closes nothing.
+ */
+function trackHttp1(server: http.Server | http2.Http2SecureServer): void {
+  server.emit("listening");
+}
+
+/** Request header fields, not counting HTTP/2 pseudo-headers (:method, :path, ...). */
+function headerCount(req: Req): number {
+  const raw = req.rawHeaders;
+  if (!("stream" in req)) return raw.length / 2;
+  let n = 0;
+  for (let i = 0; i < raw.length; i += 2) if ((raw[i] as string).charCodeAt(0) !== 58 /* ':' */) n++;
+  return n;
+}
 
 /** One socket and the protocol servers its connections are handed to. */
 class Bound {
@@ -152,7 +175,9 @@ export class Proxy {
     this.bound.delete(b.key);
     // Stop accepting; open connections finish what they are doing and are closed when idle.
     b.server.close();
-    b.h1.closeIdleConnections();
+    // close() on the protocol servers closes their idle connections and stops their timeout checks.
+    b.h1.close();
+    for (const e of b.secure.values()) e.server.close();
   }
 
   private async open(port: PortRuntime): Promise<void> {
@@ -164,12 +189,14 @@ export class Proxy {
         headersTimeout: this.limits.headersTimeoutMs,
         requestTimeout: this.limits.requestTimeoutMs,
         keepAliveTimeout: this.limits.idleTimeoutMs,
+        connectionsCheckingInterval: checkingInterval(this.limits),
         noDelay: true,
       },
       (req, res) => this.onRequest(conn, req, res),
     );
     // Node truncates past maxHeadersCount; one more than the limit lets the handler see the excess and refuse.
     h1.maxHeadersCount = this.limits.maxHeaders + 1;
+    trackHttp1(h1);
     h1.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(conn, req, socket, head));
     const h2c = http2.createServer(this.h2Options(), (req, res) => this.onRequest(conn, req, res));
     this.trackSessions(h2c);
@@ -212,8 +239,9 @@ export class Proxy {
   }
 
   private onRequest(conn: ConnInfo, req: Req, res: Res): void {
-    if (req.rawHeaders.length / 2 > this.limits.maxHeaders) {
-      res.writeHead(431, { connection: "close", "content-length": "0" });
+    if (headerCount(req) > this.limits.maxHeaders) {
+      // HTTP/2 has no Connection header (Node warns and drops it); the stream simply ends.
+      res.writeHead(431, "stream" in req ? { "content-length": "0" } : { connection: "close", "content-length": "0" });
       res.end();
       return;
     }
@@ -225,6 +253,8 @@ export class Proxy {
     res.assignSocket(socket as net.Socket);
     res.shouldKeepAlive = false;
     socket.on("error", () => socket.destroy());
+    // A locally generated answer (404, 503, ...) ends the connection; a tunnel never finishes res.
+    res.once("finish", () => socket.end());
     const r = routeRequest(this.state, conn, req);
     if ("status" in r) return void errorReply(res, false, r.status, r.message);
     serve(this.state, req, res, { ...r, labels: { route: routeLabel(r.entry), backend: "" } }, { socket, head });
@@ -234,8 +264,10 @@ export class Proxy {
     b.sockets.add(socket);
     socket.once("close", () => b.sockets.delete(socket));
     socket.on("error", () => socket.destroy());
-    // A client must say something soon: idle sockets that never send a byte are a slowloris.
-    socket.setTimeout(this.limits.headersTimeoutMs, () => socket.destroy());
+    // A client must say enough to pick a protocol soon: an absolute deadline, not an idle timeout,
+    // so trickling the ClientHello or the HTTP/2 preface a byte at a time does not hold a socket.
+    const deadline = setTimeout(() => socket.destroy(), this.limits.headersTimeoutMs);
+    socket.once("close", () => clearTimeout(deadline));
     let seen: Buffer = Buffer.alloc(0);
     const onData = (chunk: Buffer): void => {
       seen = seen.length ? Buffer.concat([seen, chunk]) : chunk;
@@ -245,7 +277,7 @@ export class Proxy {
         if (hello.state === "more") return;
         socket.removeListener("data", onData);
         socket.pause();
-        socket.setTimeout(0);
+        clearTimeout(deadline);
         if (hello.state === "invalid") return void socket.destroy();
         return this.onTls(b, socket, seen, hello.sni);
       }
@@ -254,7 +286,7 @@ export class Proxy {
       if (h2 && seen.length < H2_PREFACE.length) return;
       socket.removeListener("data", onData);
       socket.pause();
-      socket.setTimeout(0);
+      clearTimeout(deadline);
       socket.unshift(seen);
       (h2 ? b.h2c : b.h1).emit("connection", socket);
       // The protocol servers only add listeners; the paused socket needs a resume.
@@ -282,22 +314,18 @@ export class Proxy {
     const ep = cluster?.pick(Date.now());
     // Nothing to send it to: close without a TLS alert, as a passthrough proxy cannot speak TLS.
     if (!ep) return void socket.destroy();
-    const up = net.connect({ host: ep.host, port: ep.port, noDelay: true });
-    up.once("connect", () => {
-      up.write(hello);
-      splice(socket, up);
-      socket.resume();
-    });
-    up.once("error", () => socket.destroy());
+    spliceTo(socket, ep, { first: [hello], onFail: () => socket.destroy() });
   }
 
   /** The terminating server of a TLS listener, created on first use and kept while its shape holds. */
   private secureServer(b: Bound, port: PortRuntime, listener: L7Listener): tls.Server | undefined {
     const lt = port.tls.get(listener.id);
     if (!lt) return undefined;
-    const shape = `${lt.requestCert}|${lt.rejectUnauthorized}`;
+    const shape = `${listener.protocol}|${lt.requestCert}|${lt.rejectUnauthorized}`;
     const existing = b.secure.get(listener.id);
     if (existing && existing.shape === shape) return existing.server;
+    // Replaced (client validation or protocol changed): its connections go on; idle ones are closed.
+    existing?.server.close();
     const first = lt.certificates[0];
     if (!first) return undefined;
     // Later certificates are chosen by SNI from the current table, so rotation needs no new server.
@@ -306,18 +334,38 @@ export class Proxy {
       const cert = now && pickCertificate(now, servername.toLowerCase());
       cb(null, cert?.context ?? first.context);
     };
-    const conn: ConnInfo = { bindKey: b.key, tls: true, listener };
+    // The listener as the current table has it: the handler compares it with the one the Host
+    // selects, and every config update brings new listener objects.
+    const table = (): ProxyState["table"] => this.state.table;
+    const conn: ConnInfo = {
+      bindKey: b.key,
+      tls: true,
+      get listener() {
+        return table().ports.get(b.key)?.secure.listeners.find((l) => l.id === listener.id) ?? listener;
+      },
+    };
     let server: tls.Server;
     if (listener.protocol === "HTTPS") {
+      // HTTP/1.1 over TLS gets the same limits as in plaintext (Node reads these from http1Options).
+      const http1Options = {
+        maxHeaderSize: this.limits.maxHeaderBytes,
+        headersTimeout: this.limits.headersTimeoutMs,
+        requestTimeout: this.limits.requestTimeoutMs,
+        keepAliveTimeout: this.limits.idleTimeoutMs,
+        connectionsCheckingInterval: checkingInterval(this.limits),
+      };
       const s = http2.createSecureServer({
         ...this.h2Options(),
         allowHTTP1: true,
+        http1Options,
         SNICallback,
         requestCert: lt.requestCert,
         rejectUnauthorized: lt.rejectUnauthorized,
         handshakeTimeout: this.limits.headersTimeoutMs,
       }, (req, res) => this.onRequest(conn, req, res));
       s.setSecureContext(first.options);
+      Object.assign(s, { maxHeadersCount: this.limits.maxHeaders + 1 });
+      trackHttp1(s);
       s.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(conn, req, socket, head));
       this.trackSessions(s);
       server = s;
@@ -332,6 +380,8 @@ export class Proxy {
   }
 
   private terminatedTls(bindKey: string, listener: L7Listener, s: tls.TLSSocket): void {
+    // Until the splice takes over, a client reset would otherwise be an unhandled 'error'.
+    s.on("error", () => s.destroy());
     const now = this.state.table.ports.get(bindKey)?.secure.listeners.find((l) => l.id === listener.id) ?? listener;
     const sni = typeof s.servername === "string" ? s.servername : "";
     const route = now.tlsRoutes.find((r) => r.hostnames.some((h) => hostnameMatches(h, sni)));
@@ -339,9 +389,7 @@ export class Proxy {
     const cluster = backend?.cluster ? this.state.upstreams.cluster(backend.cluster, false) : undefined;
     const ep = cluster?.pick(Date.now());
     if (!ep) return void s.destroy();
-    const up = net.connect({ host: ep.host, port: ep.port, noDelay: true });
-    up.once("connect", () => splice(s, up));
-    up.once("error", () => s.destroy());
+    spliceTo(s, ep, { first: [], onFail: () => s.destroy() });
   }
 
   /** Keeps each terminating server's no-SNI certificate in step with the table. */
@@ -351,6 +399,8 @@ export class Proxy {
       for (const [id, entry] of b.secure) {
         const first = port?.tls.get(id)?.certificates[0];
         if (!first) {
+          // The listener is gone: stop its connection checks, close its idle connections.
+          entry.server.close();
           b.secure.delete(id);
           continue;
         }

@@ -2,7 +2,7 @@
 // choice, passive ejection of failing endpoints, and TLS to backends per BackendTLSPolicy.
 // Endpoint state (pool, failure counts) survives config updates that keep the endpoint, so an
 // update neither drops pooled connections nor forgets an ejection.
-import { Pool } from "undici";
+import { Pool, type Dispatcher } from "undici";
 import { checkServerIdentity } from "node:tls";
 import type { PeerCertificate } from "node:tls";
 import type { Cluster, TlsCertificate } from "../../operator/translate/output.ts";
@@ -140,15 +140,16 @@ export class Upstreams {
     this.grpcClusters = nextGrpc;
   }
 
+  /** Called once the proxy's clients are gone: what is still in flight (a stuck mirror) has no one to answer, so it is cut. */
   async close(): Promise<void> {
-    await Promise.all([...this.endpoints.values()].map((ep) => ep.pool.close().catch(() => undefined)));
+    await Promise.all([...this.endpoints.values()].map((ep) => ep.pool.destroy().catch(() => undefined)));
     this.endpoints.clear();
   }
 
   private newEndpoint(key: string, host: string, port: number, wire: Wire, tls: TlsConnect | undefined): Endpoint {
     const hostPart = host.includes(":") ? `[${host}]` : host;
     const origin = `${tls ? "https" : "http"}://${hostPart}:${port}`;
-    const pool = new Pool(origin, {
+    const pool = new (tls?.servername ? sniPool(tls.servername) : Pool)(origin, {
       connections: wire === "http1" ? this.opts.connectionsPerEndpoint : 4,
       pipelining: 1,
       keepAliveTimeout: this.opts.keepAliveTimeoutMs,
@@ -178,6 +179,18 @@ export class Upstreams {
     if (tls) ep.connectTls = tls;
     return ep;
   }
+}
+
+/**
+ * A Pool that always sends the BackendTLSPolicy's SNI. undici otherwise takes each request's SNI
+ * from its Host header, and reconnects whenever two requests' Host headers differ.
+ */
+function sniPool(servername: string): typeof Pool {
+  return class extends Pool {
+    override dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+      return super.dispatch({ ...opts, servername } as Dispatcher.DispatchOptions, handler);
+    }
+  };
 }
 
 function wireOf(c: Cluster): Wire {

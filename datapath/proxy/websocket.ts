@@ -1,51 +1,127 @@
-// WebSocket (and any HTTP/1.1 Upgrade): once routed and filtered like any request, the request
-// head is written to a backend connection and the two sockets are spliced. The backend's 101
-// (or refusal) reaches the client byte for byte.
+// WebSocket (and any HTTP/1.1 Upgrade): once routed and filtered like any request, the upgrade
+// request goes to the backend, and only the backend's 101 turns the connection into a byte
+// splice. Any other answer is relayed as a response that closes the connection: a refused
+// upgrade must not leave a raw tunnel that later requests would take unrouted. TLSRoute
+// connections use the same raw splice.
+import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from "node:http";
+import { request as httpsRequest } from "node:https";
 import { connect as netConnect, type Socket } from "node:net";
-import { connect as tlsConnect } from "node:tls";
 import type { Duplex } from "node:stream";
 import type { Forward, Req, Res, Upgrade } from "./handler.ts";
-import type { ClusterRuntime } from "./upstream.ts";
+import type { ClusterRuntime, Endpoint } from "./upstream.ts";
 import { recordResult } from "./upstream.ts";
+import { modifyHeaders, type HeaderMap } from "./rewrite.ts";
+
+/** How long a raw backend connection may take to connect, and an upgrade to be answered. */
+const CONNECT_TIMEOUT_MS = 5_000;
+
+const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"]);
 
 export function tunnel(req: Req, res: Res, cluster: ClusterRuntime, fwd: Forward, up: Upgrade): void {
   const ep = cluster.pick(Date.now());
   if (!ep) return void fail(res, 503, "no healthy endpoints");
   const upgrade = req.headers.upgrade;
-  const lines = [`${fwd.method} ${fwd.path} HTTP/1.1`];
-  for (const [k, v] of Object.entries(fwd.headers)) {
-    if (v === undefined) continue;
-    for (const one of Array.isArray(v) ? v : [v]) lines.push(`${k}: ${one}`);
-  }
-  lines.push("connection: upgrade", `upgrade: ${Array.isArray(upgrade) ? upgrade.join(", ") : (upgrade ?? "websocket")}`);
-  const head = Buffer.from(`${lines.join("\r\n")}\r\n\r\n`, "latin1");
-  const backend: Socket = ep.connectTls
-    ? tlsConnect({ host: ep.host, port: ep.port, ...ep.connectTls, servername: ep.connectTls.servername || undefined, ALPNProtocols: ["http/1.1"] })
-    : netConnect({ host: ep.host, port: ep.port });
+  const headers: OutgoingHttpHeaders = {};
+  for (const [k, v] of Object.entries(fwd.headers)) if (v !== undefined) headers[k] = v;
+  headers.connection = "upgrade";
+  headers.upgrade = Array.isArray(upgrade) ? upgrade.join(", ") : (upgrade ?? "websocket");
+  const base = { host: ep.host, port: ep.port, method: fwd.method, path: fwd.path, headers, setHost: false, agent: false as const };
+  const t = ep.connectTls;
+  const breq = t
+    ? httpsRequest({ ...base, ...t, servername: t.servername || undefined })
+    : httpRequest(base);
+  let answered = false;
+  const onClientGone = (): void => void breq.destroy();
+  up.socket.once("close", onClientGone);
+  const settle = (ok: boolean): void => {
+    answered = true;
+    up.socket.removeListener("close", onClientGone);
+    recordResult(ep, ok, Date.now());
+  };
+  breq.setTimeout(CONNECT_TIMEOUT_MS, () => breq.destroy(new TimeoutError()));
+  breq.on("upgrade", (bres: IncomingMessage, bsocket: Socket, bhead: Buffer) => {
+    settle(true);
+    bsocket.setTimeout(0);
+    // The backend's 101 as it sent it: its headers (Sec-WebSocket-Accept, -Protocol, ...) are the handshake.
+    const lines = [`HTTP/1.1 ${bres.statusCode ?? 101} ${bres.statusMessage ?? "Switching Protocols"}`];
+    for (let i = 0; i + 1 < bres.rawHeaders.length; i += 2) lines.push(`${bres.rawHeaders[i] ?? ""}: ${bres.rawHeaders[i + 1] ?? ""}`);
+    up.socket.write(`${lines.join("\r\n")}\r\n\r\n`, "latin1");
+    if (bhead.length) up.socket.write(bhead);
+    if (up.head.length) bsocket.write(up.head);
+    splice(up.socket, bsocket);
+  });
+  breq.on("response", (bres: IncomingMessage) => {
+    const status = bres.statusCode ?? 502;
+    settle(status !== 502 && status !== 503 && status !== 504);
+    breq.setTimeout(0);
+    const out: HeaderMap = {};
+    for (const [k, v] of Object.entries(bres.headers)) if (!HOP_BY_HOP.has(k)) out[k] = v;
+    for (const m of fwd.responseMods) modifyHeaders(out, m.modifier);
+    Object.assign(out, fwd.responseHeaders);
+    // The onUpgrade response closes the client connection once it is finished.
+    res.writeHead(status, out as OutgoingHttpHeaders);
+    bres.on("data", (c: Buffer) => res.write(c));
+    bres.on("end", () => res.end());
+    bres.on("error", () => res.destroy());
+    res.once("close", () => bres.destroy());
+  });
+  breq.on("error", (err) => {
+    if (answered) return void up.socket.destroy();
+    settle(false);
+    if (up.socket.destroyed) return;
+    if (err instanceof TimeoutError) fail(res, 504, "upstream timeout");
+    else fail(res, CONNECT_ERRORS.has((err as NodeJS.ErrnoException).code ?? "") ? 503 : 502, "upstream unavailable");
+  });
+  breq.end();
+}
+
+class TimeoutError extends Error {}
+
+const CONNECT_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN"]);
+
+export interface SpliceOptions {
+  /** Written to the backend before the splice starts (the ClientHello of a passthrough). */
+  first: Buffer[];
+  /** The backend could not be reached in time; the client is still open. */
+  onFail: () => void;
+}
+
+/** Dials a TCP backend for a byte splice (TLSRoute) and splices it to the client once connected. */
+export function spliceTo(client: Duplex, ep: Endpoint, o: SpliceOptions): void {
+  const backend: Socket = netConnect({ host: ep.host, port: ep.port });
   let connected = false;
   backend.setNoDelay(true);
-  backend.once(ep.connectTls ? "secureConnect" : "connect", () => {
+  // A backend that never answers must not hold the client forever.
+  backend.setTimeout(CONNECT_TIMEOUT_MS, () => backend.destroy(new Error("backend connect timeout")));
+  // A client that leaves while the backend is being dialled takes the backend connection with it.
+  const onClientGone = (): void => void (connected || backend.destroy());
+  client.once("close", onClientGone);
+  backend.once("connect", () => {
     connected = true;
+    backend.setTimeout(0);
+    client.removeListener("close", onClientGone);
     recordResult(ep, true, Date.now());
-    backend.write(head);
-    if (up.head.length) backend.write(up.head);
-    splice(up.socket, backend);
+    for (const b of o.first) if (b.length) backend.write(b);
+    splice(client, backend);
   });
-  backend.once("error", () => {
+  // Kept for the socket's whole life: errors after the splice are the splice's to handle.
+  backend.on("error", () => {
     if (connected) return;
     recordResult(ep, false, Date.now());
-    fail(res, 503, "upstream connect failed");
+    if (!client.destroyed) o.onFail();
   });
 }
 
 /** Pipes both ways; either side closing or failing tears down the other. */
 export function splice(a: Duplex, b: Duplex): void {
-  a.pipe(b);
-  b.pipe(a);
   const done = (): void => {
     a.destroy();
     b.destroy();
   };
+  // A side that closed before the splice would never emit 'close' again.
+  if (a.destroyed || b.destroyed) return done();
+  a.pipe(b);
+  b.pipe(a);
   a.once("error", done);
   b.once("error", done);
   a.once("close", done);

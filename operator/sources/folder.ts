@@ -100,22 +100,22 @@ interface FileSet {
 
 async function readFiles(paths: readonly string[], cache?: Map<string, FileManifests>): Promise<FileSet> {
   const { files, errors, unreadable } = await listFiles(paths);
-  const out: FileManifests[] = [];
-  for (const file of files) {
+  // Read concurrently: one file at a time makes every change wait for the whole folder.
+  const read = await Promise.all(files.map(async (file): Promise<FileManifests | undefined> => {
     let text: string;
     try {
       text = await fs.readFile(file, "utf8");
     } catch (err) {
       // Gone between listing and reading: it is simply not there any more.
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") continue;
-      out.push({ file, text: "", parsed: { objects: [], errors: [{ file, line: 0, column: 0, message: errorMessage(err) }], ignored: [] } });
-      continue;
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      return { file, text: "", parsed: { objects: [], errors: [{ file, line: 0, column: 0, message: errorMessage(err) }], ignored: [] } };
     }
     const cached = cache?.get(file);
     const entry = cached && cached.text === text ? cached : { file, text, parsed: parseManifests(text, file) };
     cache?.set(file, entry);
-    out.push(entry);
-  }
+    return entry;
+  }));
+  const out = read.filter((f): f is FileManifests => f !== undefined);
   if (cache) {
     const listed = new Set(files);
     for (const file of cache.keys()) if (!listed.has(file)) cache.delete(file);

@@ -4,40 +4,20 @@
 // Gateway API conformance suite makes (conditions, listeners, attached routes, routing
 // decisions), evaluated against the same output so a golden can't silently drift from the spec.
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { parse } from "yaml";
 import { decide } from "../../datapath/proxy/router.ts";
 import { keyOf, type K8sObject } from "../api/objects.ts";
 import { formatDocument, renderDocument, type RenderDocument } from "../render/render.ts";
-import { parseManifests, type ParsedManifests } from "../sources/manifests.ts";
+import { baseKeys, caseNames, loadCase, loadExpectations, testdataDir as dir, type CondSpec, type Expectation } from "./goldencases.ts";
 import type { GatewayDatapath } from "./output.ts";
-import type { TranslateOptions } from "./translate.ts";
 
-const dir = join(import.meta.dirname, "testdata");
 const update = process.env.UPDATE_GOLDENS === "1";
-const baseFiles = readdirSync(join(dir, "base")).filter((f) => f.endsWith(".yaml")).sort();
-const base = baseFiles.map((f) => parseManifests(readFileSync(join(dir, "base", f), "utf8"), `base/${f}`));
-const baseKeys = new Set(base.flatMap((b) => b.objects.map((o) => `${o.kind}/${keyOf(o.object)}`)));
-
-/** Options from a leading `# render-options: {...}` comment (JSON). */
-function optionsOf(text: string): TranslateOptions {
-  const m = /^# render-options: (.*)$/m.exec(text);
-  const opts: TranslateOptions = { addressing: { mode: "static", addresses: ["192.0.2.10"] }, assumeAcknowledged: true };
-  return m ? { ...opts, ...(JSON.parse(m[1] as string) as TranslateOptions) } : opts;
-}
 
 export function renderCase(name: string): { doc: RenderDocument; yaml: string } {
-  const text = readFileSync(join(dir, `${name}.in.yaml`), "utf8");
-  const own = parseManifests(text, `${name}.in.yaml`);
-  assert.deepEqual(own.errors, [], `${name}.in.yaml must parse`);
-  const merged: ParsedManifests = {
-    objects: [...base.flatMap((b) => b.objects), ...own.objects],
-    errors: [],
-    ignored: [...base.flatMap((b) => b.ignored), ...own.ignored],
-  };
-  const doc = renderDocument(merged, optionsOf(text));
+  const { own, merged, options } = loadCase(name);
+  const doc = renderDocument(merged, options);
   // Base objects are shared context; only the case's own objects belong in its golden.
   const ownKeys = new Set(own.objects.map((p) => `${p.kind}/${keyOf(p.object)}`));
   doc.objects = doc.objects.filter((o) => !baseKeys.has(`${o.kind}/${keyOf(o)}`) || ownKeys.has(`${o.kind}/${keyOf(o)}`));
@@ -45,12 +25,7 @@ export function renderCase(name: string): { doc: RenderDocument; yaml: string } 
 }
 
 // GOLDEN_ONLY=<regex> limits a run (and an update) to matching cases.
-const only = process.env.GOLDEN_ONLY ? new RegExp(process.env.GOLDEN_ONLY) : undefined;
-const cases = readdirSync(dir)
-  .filter((f) => f.endsWith(".in.yaml"))
-  .map((f) => f.slice(0, -".in.yaml".length))
-  .filter((c) => !only || only.test(c))
-  .sort();
+const cases = caseNames();
 
 test("there are golden cases", () => assert.ok(cases.length > 0));
 
@@ -64,38 +39,12 @@ for (const name of cases) {
     } else {
       assert.equal(yaml, readFileSync(outPath, "utf8"), `${name}: output differs from ${name}.out.yaml (npm run goldens:update, then review the diff)`);
     }
-    const expectPath = join(dir, `${name}.expect.yaml`);
-    if (existsSync(expectPath)) checkExpectations(name, doc, parse(readFileSync(expectPath, "utf8")) as Expectation[]);
+    const expectations = loadExpectations(name);
+    if (expectations) checkExpectations(name, doc, expectations);
   });
 }
 
 // ---- expectations ----
-
-type CondSpec = Record<string, string>;
-
-interface Expectation {
-  gatewayClass?: string;
-  gateway?: string;
-  listener?: string;
-  listenerCount?: number;
-  addresses?: string[];
-  route?: string;
-  parent?: string;
-  parentCount?: number;
-  policy?: string;
-  ancestor?: string;
-  conditions?: CondSpec;
-  attachedRoutes?: number;
-  supportedKinds?: string[];
-  service?: string;
-  labels?: Record<string, string>;
-  annotations?: Record<string, string>;
-  request?: { gateway: string; port?: number; host?: string; path?: string; method?: string; headers?: Record<string, string> };
-  backend?: string;
-  backends?: string[];
-  status?: number;
-  redirect?: { statusCode?: number; scheme?: string; hostname?: string; port?: number };
-}
 
 interface Cond { type: string; status: string; reason: string }
 
