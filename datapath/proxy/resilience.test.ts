@@ -84,7 +84,7 @@ async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
   return cond();
 }
 
-function manifests(addr: string, p: { echo: number; flaky: number; dead: number; dead2: number }): string {
+function manifests(addr: string, p: { echo: number; echo2: number; flaky: number; dead: number; dead2: number }): string {
   const rule = (path: string, backend: string, extra: string): string => `  - matches: [{path: {type: PathPrefix, value: ${path}}}]
     backendRefs: [{name: ${backend}, port: 8080}]
 ${extra ? `    ${extra}\n` : ""}`;
@@ -104,6 +104,7 @@ spec:
 ${backendService(NS, "echo", 8080, [{ address: addr, port: p.echo, pod: "echo-pod" }])}---
 ${backendService(NS, "flaky", 8080, [{ address: addr, port: p.flaky, pod: "flaky-pod" }])}---
 ${backendService(NS, "mixed", 8080, [{ address: addr, port: p.dead, pod: "dead-pod" }, { address: addr, port: p.echo, pod: "echo-pod" }])}---
+${backendService(NS, "pair", 8080, [{ address: addr, port: p.echo, pod: "echo-pod" }, { address: addr, port: p.echo2, pod: "echo2-pod" }])}---
 ${backendService(NS, "mixed2", 8080, [{ address: addr, port: p.dead2, pod: "dead2-pod" }, { address: addr, port: p.echo, pod: "echo-pod" }])}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -112,7 +113,7 @@ spec:
   parentRefs: [{name: gw}]
   hostnames: [${HOST}]
   rules:
-${rule("/request-timeout", "echo", "timeouts: {request: 500ms}")}${rule("/disable-request-timeout", "echo", 'timeouts: {request: "0s"}')}${rule("/backend-timeout", "echo", "timeouts: {backendRequest: 500ms}")}${rule("/disable-backend-timeout", "echo", 'timeouts: {backendRequest: "0s"}')}${rule("/hold", "flaky", "")}${rule("/mixed", "mixed", "")}${rule("/dead-retry", "mixed2", "retry: {attempts: 1}")}${rule("/echo-close", "echo", "retry: {attempts: 2, backoff: 10ms}")}
+${rule("/request-timeout", "echo", "timeouts: {request: 500ms}")}${rule("/disable-request-timeout", "echo", 'timeouts: {request: "0s"}')}${rule("/backend-timeout", "echo", "timeouts: {backendRequest: 500ms}")}${rule("/disable-backend-timeout", "echo", 'timeouts: {backendRequest: "0s"}')}${rule("/hold", "flaky", "")}${rule("/mixed", "mixed", "")}${rule("/pair", "pair", "")}${rule("/dead-retry", "mixed2", "retry: {attempts: 1}")}${rule("/echo-close", "echo", "retry: {attempts: 2, backoff: 10ms}")}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -127,6 +128,7 @@ ${rule("/retry/code-500-attempts-3", "flaky", "retry: {codes: [500], attempts: 3
 describe("timeouts, retries and ejection", () => {
   const addr = randomLoopback();
   let echo: EchoServer;
+  let echo2: EchoServer;
   let flaky: Flaky;
   let stack: Stack;
   const port = (): number => 80 + stack.portOffset;
@@ -141,9 +143,11 @@ describe("timeouts, retries and ejection", () => {
 
   before(async () => {
     echo = await startEcho({ mode: "http", host: addr, port: 0, identity: { pod: "echo-pod", namespace: NS } });
+    echo2 = await startEcho({ mode: "http", host: addr, port: 0, identity: { pod: "echo2-pod", namespace: NS } });
     flaky = await startFlaky(addr);
-    const yaml = manifests(addr, { echo: echo.port, flaky: flaky.port, dead: await deadPort(addr), dead2: await deadPort(addr) });
-    stack = await startStack(objectsOf(yaml), { address: addr });
+    const yaml = manifests(addr, { echo: echo.port, echo2: echo2.port, flaky: flaky.port, dead: await deadPort(addr), dead2: await deadPort(addr) });
+    // Few connections per endpoint, so a test can fill a pool and make requests queue.
+    stack = await startStack(objectsOf(yaml), { address: addr, proxy: { upstream: { connectionsPerEndpoint: 4 } } });
     for (const name of ["timeouts", "retries"]) {
       const st = JSON.stringify(stack.result.statuses.get(`HTTPRoute/${NS}/${name}`)?.status ?? {});
       assert.match(st, /"type":"Accepted","status":"True"/, `${name}: ${st}`);
@@ -153,6 +157,7 @@ describe("timeouts, retries and ejection", () => {
   after(async () => {
     await stack.close();
     await echo.close();
+    await echo2.close();
     await flaky.close();
   });
 
@@ -263,6 +268,44 @@ describe("timeouts, retries and ejection", () => {
   });
 
   describe("cancellation", () => {
+    it("answers the request timeout on time while the request waits for a pooled connection", async () => {
+      // Four requests that never get an answer hold every connection to the flaky endpoint.
+      const hogs = Array.from({ length: 4 }, () => {
+        const req = http.request({ host: addr, port: port(), path: "/hold", headers: { host: HOST }, agent: false });
+        req.on("error", () => undefined);
+        req.end();
+        return req;
+      });
+      const startedBefore = flaky.held.started;
+      try {
+        assert.ok(await until(() => flaky.held.started === startedBefore + 4));
+        const started = Date.now();
+        const queued = await probe("/retry/request-timeout-200ms", "succeedAfter=0");
+        assert.equal(queued.reply.status, 504);
+        assert.ok(Date.now() - started < 1000, `took ${Date.now() - started} ms`);
+      } finally {
+        for (const h of hogs) h.destroy();
+      }
+      // The queued request, cancelled, never reaches the backend once connections free up.
+      await new Promise((r) => setTimeout(r, 200));
+      const ok = await probe("/retry/request-timeout-200ms", "succeedAfter=0");
+      assert.equal(ok.reply.status, 200, ok.reply.body);
+    });
+
+    it("never ejects an endpoint because its clients went away", async () => {
+      // More cancellations per endpoint than the ejection threshold.
+      for (let i = 0; i < 14; i++) {
+        const req = http.request({ host: addr, port: port(), path: "/pair", headers: { host: HOST, "x-echo-delay-ms": "2000" }, agent: false });
+        req.on("error", () => undefined);
+        req.end();
+        await new Promise((r) => setTimeout(r, 20));
+        req.destroy();
+      }
+      const pods = new Set<string>();
+      for (let i = 0; i < 10; i++) pods.add((JSON.parse((await get("/pair")).body) as EchoHttpResponse).pod);
+      assert.deepEqual([...pods].sort(), ["echo-pod", "echo2-pod"]);
+    });
+
     it("cancels the upstream request when an HTTP/1.1 client goes away", async () => {
       const before = flaky.held.cancelled;
       const startedBefore = flaky.held.started;
