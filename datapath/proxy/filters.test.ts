@@ -3,10 +3,10 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
-import net from "node:net";
+import type net from "node:net";
 import { randomUUID } from "node:crypto";
 import { startEcho, type EchoHttpResponse, type EchoServer } from "../echo/echo.ts";
-import { backendService, objectsOf, randomLoopback, send, startStack, type Reply, type Stack } from "./testkit.ts";
+import { backendService, objectsOf, randomLoopback, send, startStack, type Reply, type Stack, httpGatewayYaml, deadPort, until } from "./testkit.ts";
 
 const NS = "demo";
 const HOST = "filters.example";
@@ -54,24 +54,6 @@ async function startRecorder(address: string, behaviour: "answer" | "hang" = "an
   };
 }
 
-/** A port with nothing listening: connections to it are refused. */
-async function deadPort(address: string): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, address, r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
-async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (cond()) return true;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return cond();
-}
-
 const json = (r: Reply): EchoHttpResponse => JSON.parse(r.body) as EchoHttpResponse;
 
 function manifests(addr: string, ports: { v1: number; v2: number; mA: number; mB: number; dead: number; hang: number }): string {
@@ -90,19 +72,7 @@ spec:
 `;
   const mirror = (name: string, percent?: number): string =>
     `{type: RequestMirror, requestMirror: {backendRef: {name: ${name}, port: 8080}${percent === undefined ? "" : `, percent: ${percent}`}}}`;
-  return `apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: sluice}
-spec: {controllerName: sluice.dev/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: ${NS}}
-spec:
-  gatewayClassName: sluice
-  listeners:
-  - {name: http, protocol: HTTP, port: 80}
----
+  return `${httpGatewayYaml(NS)}---
 ${svc("v1", ports.v1)}---
 ${svc("v2", ports.v2)}---
 ${svc("mirror-a", ports.mA)}---

@@ -6,7 +6,7 @@ import http2 from "node:http2";
 import net from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { GRPC_ECHO_SERVICE, grpcEchoCall, startEcho, type EchoServer, type GrpcEchoResponse } from "../echo/echo.ts";
-import { backendService, objectsOf, randomLoopback, startStack, type Stack } from "./testkit.ts";
+import { backendService, objectsOf, randomLoopback, startStack, type Stack, httpGatewayYaml } from "./testkit.ts";
 
 const NS = "demo";
 
@@ -30,19 +30,7 @@ function manifests(addr: string, v1: number, v2: number, dead: number): string {
     `  - matches: [{headers: [${list.map(([n, v]) => `{name: ${n}, value: ${v}}`).join(", ")}]}]
     backendRefs: [{name: ${backend}, port: 8080}]
 `;
-  return `apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: sluice}
-spec: {controllerName: sluice.dev/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: ${NS}}
-spec:
-  gatewayClassName: sluice
-  listeners:
-  - {name: http, protocol: HTTP, port: 80}
----
+  return `${httpGatewayYaml(NS)}---
 ${backendService(NS, "grpc-v1", 8080, [{ address: addr, port: v1, pod: "grpc-v1-pod" }], "kubernetes.io/h2c")}---
 ${backendService(NS, "grpc-v2", 8080, [{ address: addr, port: v2, pod: "grpc-v2-pod" }])}---
 ${backendService(NS, "grpc-dead", 8080, [{ address: addr, port: dead, pod: "dead-pod" }])}${grpcRoute("exact", "exact.example", method("Echo", "grpc-v1") + method("EchoTwo", "grpc-v2"))}${grpcRoute("headers", "headers.example", [

@@ -8,26 +8,14 @@ import net from "node:net";
 import { Writable } from "node:stream";
 import { startEcho, type EchoHttpResponse, type EchoServer } from "../echo/echo.ts";
 import { createObserver, type Observer } from "./observe.ts";
-import { backendService, objectsOf, randomLoopback, send, startStack, type Stack } from "./testkit.ts";
+import { backendService, objectsOf, randomLoopback, send, startStack, type Stack, httpGatewayYaml, until } from "./testkit.ts";
 
 const NS = "demo";
 const HOST = "hardening.example";
 
 /** `addr` is where the backends listen. */
 function manifests(addr: string, echo: number, recorder: number): string {
-  return `apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: sluice}
-spec: {controllerName: sluice.dev/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: ${NS}}
-spec:
-  gatewayClassName: sluice
-  listeners:
-  - {name: http, protocol: HTTP, port: 80}
----
+  return `${httpGatewayYaml(NS)}---
 ${backendService(NS, "echo", 8080, [{ address: addr, port: echo, pod: "echo-pod" }])}---
 ${backendService(NS, "recorder", 8080, [{ address: addr, port: recorder, pod: "recorder-pod" }])}---
 apiVersion: gateway.networking.k8s.io/v1
@@ -76,12 +64,6 @@ function raw(address: string, port: number, chunks: (string | { delayMs: number 
       }
     });
   });
-}
-
-async function until(cond: () => boolean, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
-  return cond();
 }
 
 const statusOf = (r: RawResult): number => Number(/^HTTP\/1\.1 (\d{3})/.exec(r.data)?.[1] ?? 0);

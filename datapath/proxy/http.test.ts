@@ -2,24 +2,12 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { startEcho, type EchoHttpResponse, type EchoServer } from "../echo/echo.ts";
-import { backendService, objectsOf, randomLoopback, send, startStack, type Stack } from "./testkit.ts";
+import { backendService, objectsOf, randomLoopback, send, startStack, type Stack, httpGatewayYaml } from "./testkit.ts";
 
 const NS = "demo";
 
 function base(extra: string): string {
-  return `apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: sluice}
-spec: {controllerName: sluice.dev/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: ${NS}}
-spec:
-  gatewayClassName: sluice
-  listeners:
-  - {name: http, protocol: HTTP, port: 80}
----
+  return `${httpGatewayYaml(NS)}---
 ${extra}`;
 }
 

@@ -4,10 +4,10 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
 import http2 from "node:http2";
-import net from "node:net";
+import type net from "node:net";
 import { randomUUID } from "node:crypto";
 import { startEcho, type EchoHttpResponse, type EchoServer } from "../echo/echo.ts";
-import { backendService, objectsOf, randomLoopback, send, startStack, type Reply, type Stack } from "./testkit.ts";
+import { backendService, objectsOf, randomLoopback, send, startStack, type Reply, type Stack, httpGatewayYaml, until, deadPort } from "./testkit.ts";
 
 const NS = "demo";
 const HOST = "resilience.example";
@@ -67,40 +67,11 @@ async function startFlaky(address: string): Promise<Flaky> {
   };
 }
 
-async function deadPort(address: string): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, address, r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
-async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (cond()) return true;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return cond();
-}
-
 function manifests(addr: string, p: { echo: number; echo2: number; flaky: number; dead: number; dead2: number }): string {
   const rule = (path: string, backend: string, extra: string): string => `  - matches: [{path: {type: PathPrefix, value: ${path}}}]
     backendRefs: [{name: ${backend}, port: 8080}]
 ${extra ? `    ${extra}\n` : ""}`;
-  return `apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: sluice}
-spec: {controllerName: sluice.dev/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: ${NS}}
-spec:
-  gatewayClassName: sluice
-  listeners:
-  - {name: http, protocol: HTTP, port: 80}
----
+  return `${httpGatewayYaml(NS)}---
 ${backendService(NS, "echo", 8080, [{ address: addr, port: p.echo, pod: "echo-pod" }])}---
 ${backendService(NS, "flaky", 8080, [{ address: addr, port: p.flaky, pod: "flaky-pod" }])}---
 ${backendService(NS, "mixed", 8080, [{ address: addr, port: p.dead, pod: "dead-pod" }, { address: addr, port: p.echo, pod: "echo-pod" }])}---

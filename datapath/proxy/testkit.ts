@@ -2,6 +2,7 @@
 // HTTP/1.1, HTTPS and HTTP/2 (TLS or prior knowledge) to it. Each stack takes its own random
 // 127.x.y.z address so test files running in parallel never collide on a port.
 import http from "node:http";
+import net from "node:net";
 import https from "node:https";
 import http2 from "node:http2";
 import { execFileSync } from "node:child_process";
@@ -212,4 +213,40 @@ ${eps.map((e) => `  - {addresses: [${e.address}], conditions: {ready: true}, tar
 `;
   }
   return out;
+}
+
+/** GatewayClass `sluice` and Gateway `gw` in `namespace` with one HTTP listener on port 80. */
+export function httpGatewayYaml(namespace: string): string {
+  return `apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: sluice}
+spec: {controllerName: sluice.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: ${namespace}}
+spec:
+  gatewayClassName: sluice
+  listeners:
+  - {name: http, protocol: HTTP, port: 80}
+`;
+}
+
+/** A port with nothing listening: connections to it are refused. */
+export async function deadPort(address: string): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, address, r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+/** Polls `cond` every 10 ms for up to `ms`; answers whether it came true. */
+export async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (cond()) return true;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return cond();
 }
