@@ -43,8 +43,11 @@ export interface Res {
 export interface ConnInfo {
   bindKey: string;
   tls: boolean;
-  /** The listener chosen by the ClientHello's SNI. */
-  listener?: L7Listener;
+  /**
+   * Id of the listener chosen by the ClientHello's SNI. An id, not the object: every config
+   * update brings new listener objects, and a connection outlives many of them.
+   */
+  listenerId?: string;
 }
 
 export interface ProxyState {
@@ -132,12 +135,20 @@ export interface Exchange {
 function selectFor(port: PortRuntime, conn: ConnInfo, authority: string): L7Listener | undefined | "misdirected" {
   if (!conn.tls) return selectListener(port.plain, authority);
   const byHost = selectListener(port.secure, authority);
-  if (conn.listener && byHost !== conn.listener) return "misdirected";
+  if (conn.listenerId !== undefined && byHost?.id !== conn.listenerId) return "misdirected";
   return byHost;
 }
 
+// Per entry, not per request: entries live as long as their config.
+const labelOf = new WeakMap<RouteEntry, string>();
+
 export function routeLabel(e: RouteEntry): string {
-  return `${e.route.kind}/${e.route.namespace}/${e.route.name}/${e.ruleIndex}`;
+  let label = labelOf.get(e);
+  if (label === undefined) {
+    label = `${e.route.kind}/${e.route.namespace}/${e.route.name}/${e.ruleIndex}`;
+    labelOf.set(e, label);
+  }
+  return label;
 }
 
 /** A WebSocket (HTTP/1.1 Upgrade) request: the raw client socket and the bytes read past its head. */

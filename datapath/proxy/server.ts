@@ -14,7 +14,7 @@ import { hostnameMatches } from "../../operator/translate/hostname.ts";
 import type { ProxyConfig } from "./config.ts";
 import { compileTable, type PortRuntime, type Table } from "./table.ts";
 import { TlsContextCache, pickCertificate } from "./tlscontext.ts";
-import { Upstreams, type UpstreamOptions } from "./upstream.ts";
+import { Upstreams, type Endpoint, type UpstreamOptions } from "./upstream.ts";
 import { chooseBackend, handleRequest, routeRequest, serve, errorReply, routeLabel, type ConnInfo, type ProxyState, type Req, type Res } from "./handler.ts";
 import { parseClientHello, looksLikeTls } from "./clienthello.ts";
 import { createObserver, type Observer } from "./observe.ts";
@@ -308,10 +308,7 @@ export class Proxy {
 
   /** TLSRoute passthrough: the backend terminates TLS; the proxy only splices bytes. */
   private passthrough(socket: net.Socket, hello: Buffer, listener: L7Listener, sni: string | undefined): void {
-    const route = listener.tlsRoutes.find((r) => r.hostnames.some((h) => hostnameMatches(h, sni ?? "")));
-    const backend = route && chooseBackend(route.backends);
-    const cluster = backend?.cluster ? this.state.upstreams.cluster(backend.cluster, false) : undefined;
-    const ep = cluster?.pick(Date.now());
+    const ep = this.tlsRouteEndpoint(listener, sni ?? "");
     // Nothing to send it to: close without a TLS alert, as a passthrough proxy cannot speak TLS.
     if (!ep) return void socket.destroy();
     spliceTo(socket, ep, { first: [hello], onFail: () => socket.destroy() });
@@ -334,16 +331,7 @@ export class Proxy {
       const cert = now && pickCertificate(now, servername.toLowerCase());
       cb(null, cert?.context ?? first.context);
     };
-    // The listener as the current table has it: the handler compares it with the one the Host
-    // selects, and every config update brings new listener objects.
-    const table = (): ProxyState["table"] => this.state.table;
-    const conn: ConnInfo = {
-      bindKey: b.key,
-      tls: true,
-      get listener() {
-        return table().ports.get(b.key)?.secure.listeners.find((l) => l.id === listener.id) ?? listener;
-      },
-    };
+    const conn: ConnInfo = { bindKey: b.key, tls: true, listenerId: listener.id };
     let server: tls.Server;
     if (listener.protocol === "HTTPS") {
       // HTTP/1.1 over TLS gets the same limits as in plaintext (Node reads these from http1Options).
@@ -382,14 +370,19 @@ export class Proxy {
   private terminatedTls(bindKey: string, listener: L7Listener, s: tls.TLSSocket): void {
     // Until the splice takes over, a client reset would otherwise be an unhandled 'error'.
     s.on("error", () => s.destroy());
+    // The listener as the current table has it: this server may predate the latest update.
     const now = this.state.table.ports.get(bindKey)?.secure.listeners.find((l) => l.id === listener.id) ?? listener;
-    const sni = typeof s.servername === "string" ? s.servername : "";
-    const route = now.tlsRoutes.find((r) => r.hostnames.some((h) => hostnameMatches(h, sni)));
-    const backend = route && chooseBackend(route.backends);
-    const cluster = backend?.cluster ? this.state.upstreams.cluster(backend.cluster, false) : undefined;
-    const ep = cluster?.pick(Date.now());
+    const ep = this.tlsRouteEndpoint(now, typeof s.servername === "string" ? s.servername : "");
     if (!ep) return void s.destroy();
     spliceTo(s, ep, { first: [], onFail: () => s.destroy() });
+  }
+
+  /** The endpoint a TLSRoute connection goes to: the route for the SNI, a backend by weight, an endpoint. */
+  private tlsRouteEndpoint(listener: L7Listener, sni: string): Endpoint | undefined {
+    const route = listener.tlsRoutes.find((r) => r.hostnames.some((h) => hostnameMatches(h, sni)));
+    const backend = route && chooseBackend(route.backends);
+    const cluster = backend?.cluster ? this.state.upstreams.cluster(backend.cluster, false) : undefined;
+    return cluster?.pick(Date.now());
   }
 
   /** Keeps each terminating server's no-SNI certificate in step with the table. */

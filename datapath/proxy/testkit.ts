@@ -215,13 +215,16 @@ ${eps.map((e) => `  - {addresses: [${e.address}], conditions: {ready: true}, tar
   return out;
 }
 
-/** GatewayClass `sluice` and Gateway `gw` in `namespace` with one HTTP listener on port 80. */
-export function httpGatewayYaml(namespace: string): string {
-  return `apiVersion: gateway.networking.k8s.io/v1
+/** GatewayClass `sluice`, controlled by Sluice. */
+export const GATEWAY_CLASS_YAML = `apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata: {name: sluice}
 spec: {controllerName: sluice.dev/gateway-controller}
----
+`;
+
+/** GatewayClass `sluice` and Gateway `gw` in `namespace` with one HTTP listener on port 80. */
+export function httpGatewayYaml(namespace: string): string {
+  return `${GATEWAY_CLASS_YAML}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: gw, namespace: ${namespace}}

@@ -11,7 +11,7 @@ import net from "node:net";
 import tls from "node:tls";
 import { Duplex } from "node:stream";
 import { startEcho, type EchoHttpResponse, type EchoServer } from "../echo/echo.ts";
-import { backendService, makeCerts, objectsOf, randomLoopback, send, startStack, tlsSecret, type Stack, type TestCert } from "./testkit.ts";
+import { backendService, makeCerts, objectsOf, randomLoopback, send, startStack, tlsSecret, type Stack, type TestCert, GATEWAY_CLASS_YAML } from "./testkit.ts";
 
 const NS = "demo";
 const OFFSET = 20000;
@@ -38,11 +38,6 @@ const cert = {
 
 // ---- manifests ----
 
-const CLASS = `apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: sluice}
-spec: {controllerName: sluice.dev/gateway-controller}
-`;
 
 function secrets(list: Record<string, TestCert>): string {
   return Object.entries(list).map(([name, c]) => `---\n${tlsSecret(NS, name, c)}`).join("");
@@ -353,7 +348,7 @@ describe("HTTPS termination", { timeout: 15_000 }, () => {
     v1 = await startEcho({ mode: "http", host: addr, port: 0, identity: { pod: "v1-pod", namespace: NS } });
     const https = (name: string, hostname: string | undefined, port: number, certs: string[]): string =>
       `  - name: ${name}\n    protocol: HTTPS\n    port: ${port}\n${hostname ? `    hostname: "${hostname}"\n` : ""}    tls: {certificateRefs: [${certs.map((c) => `{name: ${c}}`).join(", ")}]}\n`;
-    const yaml = `${CLASS}---
+    const yaml = `${GATEWAY_CLASS_YAML}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: gw, namespace: ${NS}}
@@ -465,7 +460,7 @@ describe("HTTPS limits", { timeout: 15_000 }, () => {
 
   before(async () => {
     v1 = await startEcho({ mode: "http", host: addr, port: 0, identity: { pod: "v1-pod", namespace: NS } });
-    const yaml = `${CLASS}---
+    const yaml = `${GATEWAY_CLASS_YAML}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: gw, namespace: ${NS}}
@@ -522,7 +517,7 @@ describe("HTTPRouteHTTPSListenerDetectMisdirectedRequests over h2", { timeout: 1
   - matches: [{path: {type: PathPrefix, value: /detect-misdirected-requests}}]
     backendRefs: [{name: ${backend}, port: 8080}]
 `);
-    const yaml = `${CLASS}---
+    const yaml = `${GATEWAY_CLASS_YAML}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: gw, namespace: ${NS}}
@@ -583,7 +578,7 @@ describe("TLSRoute", { timeout: 15_000 }, () => {
     tcpEcho = await startEcho({ mode: "tcp", host: addr, port: 0, identity: { pod: "tcp-pod", namespace: NS } });
     web = await startEcho({ mode: "http", host: addr, port: 0, identity: { pod: "web-pod", namespace: NS } });
     // Passthrough, TLS termination and HTTPS share port 443, told apart by SNI.
-    const yaml = `${CLASS}---
+    const yaml = `${GATEWAY_CLASS_YAML}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: gw, namespace: ${NS}}
@@ -704,7 +699,7 @@ describe("frontend client-certificate validation", { timeout: 15_000 }, () => {
 
   before(async () => {
     v1 = await startEcho({ mode: "http", host: addr, port: 0, identity: { pod: "v1-pod", namespace: NS } });
-    const yaml = `${CLASS}---
+    const yaml = `${GATEWAY_CLASS_YAML}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: gw, namespace: ${NS}}
@@ -822,7 +817,7 @@ spec:
     caCertificateRefs: [{group: "", kind: ConfigMap, name: ${ca}}]
     hostname: ${hostname}
 `;
-    const yaml = `${CLASS}---
+    const yaml = `${GATEWAY_CLASS_YAML}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: gw, namespace: ${NS}}
@@ -889,7 +884,7 @@ describe("certificate rotation", { timeout: 15_000 }, () => {
   const addr = randomLoopback();
   let v1: EchoServer;
   let stack: Stack;
-  const yaml = (c: TestCert): string => `${CLASS}---
+  const yaml = (c: TestCert): string => `${GATEWAY_CLASS_YAML}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: gw, namespace: ${NS}}
@@ -965,7 +960,7 @@ describe("WebSocket", { timeout: 15_000 }, () => {
     });
     await new Promise<void>((resolve) => inspect.listen(0, addr, resolve));
     const inspectPort = (inspect.address() as net.AddressInfo).port;
-    const yaml = `${CLASS}---
+    const yaml = `${GATEWAY_CLASS_YAML}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: gw, namespace: ${NS}}

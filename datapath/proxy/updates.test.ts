@@ -5,16 +5,12 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import { startEcho, type EchoServer } from "../echo/echo.ts";
 import type { K8sObject } from "../../operator/api/objects.ts";
-import { backendService, objectsOf, randomLoopback, send, startStack, type Stack } from "./testkit.ts";
+import { backendService, objectsOf, randomLoopback, send, startStack, type Stack, GATEWAY_CLASS_YAML } from "./testkit.ts";
 
 const NS = "u";
 
 function manifests(addr: string, echoPort: number, opts: { value: string; extraListener: boolean; weight: number }): K8sObject[] {
-  return objectsOf(`apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: sluice}
-spec: {controllerName: sluice.dev/gateway-controller}
----
+  return objectsOf(`${GATEWAY_CLASS_YAML}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: gw, namespace: ${NS}}

@@ -9,21 +9,10 @@ import { execFile } from "node:child_process";
 import { Writable } from "node:stream";
 import { pino } from "pino";
 import { startEcho, type EchoServer } from "../../datapath/echo/echo.ts";
-import { backendService, randomLoopback, send } from "../../datapath/proxy/testkit.ts";
+import { backendService, randomLoopback, send, httpGatewayYaml } from "../../datapath/proxy/testkit.ts";
 import { startRun, type Running } from "./run.ts";
 
-const base = (addr: string, echoPort: number): string => `apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: sluice}
-spec: {controllerName: sluice.dev/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  gatewayClassName: sluice
-  listeners: [{name: http, protocol: HTTP, port: 80}]
----
+const base = (addr: string, echoPort: number): string => `${httpGatewayYaml("default")}---
 ${backendService("default", "echo", 8080, [{ address: addr, port: echoPort, pod: "echo-0" }])}`;
 
 const route = (name: string, path: string): string => `apiVersion: gateway.networking.k8s.io/v1
