@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: clang/llvm/libbpf-dev/bpftool build and inspect the eBPF programs; iproute2
 # gives `ip netns` and `tc` for the datapath tests; openssl makes the TLS tests' certificates;
-# curl drives the demo; nginx, haproxy and wrk are the L7 benchmark's peers and load generator.
-debs=(clang llvm libbpf-dev bpftool iproute2 openssl curl ca-certificates nginx haproxy wrk)
+# curl drives the demo; nginx, haproxy and wrk are the L7 benchmark's peers and load generator;
+# iptables and ipvsadm are the L4 benchmark's peers, iperf3 its throughput load, ping a probe.
+debs=(clang llvm libbpf-dev bpftool iproute2 openssl curl ca-certificates nginx haproxy wrk iptables ipvsadm iperf3 iputils-ping)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
