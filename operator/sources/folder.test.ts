@@ -260,3 +260,40 @@ test("watchManifests: a file replaced by rename and then deleted is seen deleted
     await events.next(has(`DELETED Service default/x${sub}`));
   }
 });
+
+test("watchManifests: a file renamed into place is read at once; an in-place write waits for the writer to settle", async (t) => {
+  const dir = await tempDir(t);
+  await fs.writeFile(path.join(dir, "old.yaml"), service("old"));
+  const events = recorder(t, watchManifests([dir], { debounceMs: 1500, now: () => NOW }));
+  await events.next(has("SYNCED"));
+  let t0 = performance.now();
+  await replaceFile(path.join(dir, "renamed.yaml"), service("renamed"));
+  await events.next(has("ADDED Service default/renamed"));
+  assert.ok(performance.now() - t0 < 1000, "a rename does not wait for the in-place debounce");
+  t0 = performance.now();
+  await fs.writeFile(path.join(dir, "old.yaml"), service("old", "spec: {type: NodePort}\n"));
+  await events.next(has("MODIFIED Service default/old"), 5000);
+  assert.ok(performance.now() - t0 >= 1400, "an in-place write is read only after the debounce");
+});
+
+test("watchManifests: only the files a change names are read again; a mounted ConfigMap's link swap is still seen", async (t) => {
+  const dir = await tempDir(t);
+  // A ConfigMap volume: visible links into `..data`, itself a link to a timestamped directory.
+  const mount = async (version: string, text: string): Promise<void> => {
+    await fs.mkdir(path.join(dir, `..${version}`));
+    await fs.writeFile(path.join(dir, `..${version}`, "cm.yaml"), text);
+    await fs.symlink(`..${version}`, path.join(dir, "..data_tmp"));
+    await fs.rename(path.join(dir, "..data_tmp"), path.join(dir, "..data"));
+  };
+  await mount("v1", service("cm"));
+  await fs.symlink(path.join("..data", "cm.yaml"), path.join(dir, "cm.yaml"));
+  await fs.writeFile(path.join(dir, "plain.yaml"), service("plain"));
+  const events = recorder(t, watchManifests([dir], { debounceMs: 10, now: () => NOW }));
+  await events.next(has("SYNCED"));
+  await mount("v2", service("cm", "spec: {type: NodePort}\n"));
+  const swapped = await events.next(has("MODIFIED Service default/cm"));
+  assert.deepEqual(objectOf(swapped, "MODIFIED", "cm").spec, { type: "NodePort" });
+  await replaceFile(path.join(dir, "plain.yaml"), service("plain", "spec: {type: NodePort}\n"));
+  const batch = await events.next(has("MODIFIED Service default/plain"));
+  assert.deepEqual(describe(batch), ["MODIFIED Service default/plain"]);
+});

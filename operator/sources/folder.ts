@@ -5,7 +5,7 @@ import { watch, type FSWatcher } from "node:fs";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { isDeepStrictEqual } from "node:util";
-import { Observable, Subject, concatMap, debounceTime, map, merge, of } from "rxjs";
+import { Observable, Subject, concatMap, debounce, map, merge, of, timer } from "rxjs";
 import { keyOf, type K8sObject } from "../api/objects.ts";
 import type { KindName } from "../api/kinds.ts";
 import type { ManifestError, SourceEvent } from "./events.ts";
@@ -30,7 +30,11 @@ export async function readManifests(paths: string[]): Promise<ParsedManifests> {
 }
 
 export interface WatchOptions {
-  /** Quiet time after the last file-system event before re-reading; default 50 ms. */
+  /**
+   * Quiet time after the last in-place write before re-reading; default 50 ms. A file renamed into
+   * place (how editors, GitOps tools and `kubectl`-style writers replace files) is complete, so it
+   * is read at once.
+   */
   debounceMs?: number;
   /** Clock for creationTimestamp; default the wall clock. */
   now?: () => Date;
@@ -48,19 +52,39 @@ export function watchManifests(paths: string[], opts: WatchOptions = {}): Observ
 
   return new Observable<SourceEvent>((subscriber) => {
     const changes$ = new Subject<void>();
-    const watchers = createWatchers(paths, () => changes$.next());
+    // What changed since the last read: the files the events named (with the time of their last
+    // in-place write, which may still be under way; 0 for a rename, which is complete), or
+    // everything when an event named none.
+    const dirty = new Map<string, number>();
+    let everything = false;
+    const writing = (): boolean => [...dirty.values()].some((t) => t > 0);
+    const watchers = createWatchers(paths, (file, rename) => {
+      if (file === undefined) everything = true;
+      // Hidden files are never read (editors' and writers' temporary files): their writes need no settling.
+      else dirty.set(file, rename || path.basename(file).startsWith(".") ? 0 : performance.now());
+      changes$.next();
+    });
     const differ = createDiffer(now);
     const lastGood = new Map<string, ParsedObject[]>();
     const cache = new Map<string, FileManifests>();
     let reported = new Set<string>();
 
     const refresh = async (initial: boolean): Promise<SourceEvent[]> => {
+      // A file written in place less than debounceMs ago waits for the read its own debounce brings.
+      const settled = performance.now() - debounceMs;
+      const unsettled = new Set([...dirty].filter(([, t]) => t > settled).map(([file]) => file));
+      const changed = initial || everything ? undefined : new Set([...dirty.keys()].filter((f) => !unsettled.has(f)));
+      for (const file of dirty.keys()) if (!unsettled.has(file)) dirty.delete(file);
+      everything = false;
       // Watch before reading, so a change made while reading is not missed.
       const { errors: watchErrors } = await watchers.reconcile();
-      const read = await readFiles(paths, cache);
+      const read = await readFiles(paths, cache, changed, unsettled);
       // A path appearing or vanishing while the watchers were being set up moves what must be
-      // watched; once re-targeted, read again to catch what happened in between.
-      if ((await watchers.reconcile()).changed) changes$.next();
+      // watched; once re-targeted, read everything again to catch what happened in between.
+      if ((await watchers.reconcile()).changed) {
+        everything = true;
+        changes$.next();
+      }
       const kept = keepLastGood(read, lastGood);
       const manifests = combine({ ...kept, errors: [...kept.errors, ...watchErrors] });
       const events: SourceEvent[] = differ(manifests.objects);
@@ -73,7 +97,7 @@ export function watchManifests(paths: string[], opts: WatchOptions = {}): Observ
     };
 
     // The initial read, then one re-read per burst of changes, never two at once.
-    const subscription = merge(of(true), changes$.pipe(debounceTime(debounceMs), map(() => false)))
+    const subscription = merge(of(true), changes$.pipe(debounce(() => (writing() ? timer(debounceMs) : afterPendingEvents$)), map(() => false)))
       .pipe(
         concatMap((initial) => refresh(initial)),
         concatMap((events) => events),
@@ -88,6 +112,15 @@ export function watchManifests(paths: string[], opts: WatchOptions = {}): Observ
   });
 }
 
+/** Fires once the events already delivered with this one have been handled (setImmediate runs after the poll phase). */
+const afterPendingEvents$ = new Observable<void>((subscriber) => {
+  const handle = setImmediate(() => {
+    subscriber.next();
+    subscriber.complete();
+  });
+  return () => clearImmediate(handle);
+});
+
 // ---- reading ----
 
 interface FileSet {
@@ -98,10 +131,21 @@ interface FileSet {
   unreadable: string[];
 }
 
-async function readFiles(paths: readonly string[], cache?: Map<string, FileManifests>): Promise<FileSet> {
-  const { files, errors, unreadable } = await listFiles(paths);
+/**
+ * Reads the listed files. With `changed` (the files watch events named since the last read), a
+ * cached file not among them is taken from the cache unread: a change never waits for the whole
+ * folder to be read again. A file in `unsettled` (still being written) keeps its cached version. Symbolic links are always read: a mounted ConfigMap swaps its files by
+ * renaming a hidden directory their links point into, and no event names the links themselves.
+ */
+async function readFiles(
+  paths: readonly string[], cache?: Map<string, FileManifests>, changed?: ReadonlySet<string>, unsettled?: ReadonlySet<string>,
+): Promise<FileSet> {
+  const { files, errors, unreadable, volatile } = await listFiles(paths);
   // Read concurrently: one file at a time makes every change wait for the whole folder.
   const read = await Promise.all(files.map(async (file): Promise<FileManifests | undefined> => {
+    const known = cache?.get(file);
+    if (unsettled?.has(file)) return known;
+    if (known && changed && !changed.has(file) && !volatile.has(file)) return known;
     let text: string;
     try {
       text = await fs.readFile(file, "utf8");
@@ -123,8 +167,10 @@ async function readFiles(paths: readonly string[], cache?: Map<string, FileManif
   return { files: out, errors, unreadable };
 }
 
-async function listFiles(paths: readonly string[]): Promise<{ files: string[]; errors: ManifestError[]; unreadable: string[] }> {
+/** The manifest files under `paths`; `volatile` are those to read on every change (links, files named explicitly). */
+async function listFiles(paths: readonly string[]): Promise<{ files: string[]; errors: ManifestError[]; unreadable: string[]; volatile: Set<string> }> {
   const files = new Set<string>();
+  const volatile = new Set<string>();
   const errors: ManifestError[] = [];
   const unreadable: string[] = [];
 
@@ -145,7 +191,11 @@ async function listFiles(paths: readonly string[]): Promise<{ files: string[]; e
       if (entry.name.startsWith(".")) continue;
       const full = path.join(dir, entry.name);
       if (entry.isDirectory()) await walk(full);
-      else if (MANIFEST_FILE.test(entry.name) && (entry.isFile() || (entry.isSymbolicLink() && (await isFile(full))))) files.add(full);
+      else if (MANIFEST_FILE.test(entry.name) && entry.isFile()) files.add(full);
+      else if (MANIFEST_FILE.test(entry.name) && entry.isSymbolicLink() && (await isFile(full))) {
+        files.add(full);
+        volatile.add(full);
+      }
     }
   };
 
@@ -157,10 +207,13 @@ async function listFiles(paths: readonly string[]): Promise<{ files: string[]; e
     if (!stat) continue;
     // A file named explicitly is read whatever its extension.
     if (stat.isDirectory()) await walk(path.normalize(p));
-    else files.add(path.normalize(p));
+    else {
+      files.add(path.normalize(p));
+      volatile.add(path.normalize(p));
+    }
   }
   // Sorted, so the first of two definitions of an object is always the same one.
-  return { files: [...files].sort(), errors, unreadable };
+  return { files: [...files].sort(), errors, unreadable, volatile };
 }
 
 async function isFile(p: string): Promise<boolean> {
@@ -292,7 +345,8 @@ interface Watchers {
   close(): void;
 }
 
-function createWatchers(paths: readonly string[], onChange: () => void): Watchers {
+/** `onChange(file, rename)`: the file an event named (undefined: unknown), and whether it was a rename or creation rather than a write. */
+function createWatchers(paths: readonly string[], onChange: (file: string | undefined, rename: boolean) => void): Watchers {
   const open = new Map<string, FSWatcher>();
   let closed = false;
   return {
@@ -314,9 +368,9 @@ function createWatchers(paths: readonly string[], onChange: () => void): Watcher
       for (const [id, { dir, recursive }] of wanted) {
         if (open.has(id)) continue;
         try {
-          const watcher = watch(dir, { recursive }, () => onChange());
+          const watcher = watch(dir, { recursive }, (type, name) => onChange(name ? path.join(dir, name) : undefined, type === "rename"));
           // A watched directory going away surfaces as an error: re-reading re-targets the watch.
-          watcher.on("error", () => onChange());
+          watcher.on("error", () => onChange(undefined, false));
           open.set(id, watcher);
           changed = true;
         } catch (err) {
