@@ -2,7 +2,7 @@
 import { readFile } from "node:fs/promises";
 import { Option } from "commander";
 import type { Command } from "commander";
-import { startEcho } from "./echo.ts";
+// echo.ts is imported when the command runs: it brings gRPC, which other commands must not load.
 import type { EchoMode, EchoTlsOptions } from "./echo.ts";
 
 const MODES: readonly EchoMode[] = ["http", "tls", "grpc", "tcp", "udp"];
@@ -55,6 +55,7 @@ export function registerEchoCommand(program: Command): void {
         requestCert: opts.requestCert,
       };
     }
+    const { startEcho } = await import("./echo.ts");
     const server = await startEcho({
       mode: opts.mode,
       host: addr.host,
