@@ -56,6 +56,8 @@ export interface ProxyState {
   observer: Observer;
   /** Largest request body buffered for retries and mirrors. */
   replayLimit: number;
+  /** Spliced connections idle this long either way are closed. */
+  tunnelIdleMs: number;
 }
 
 const HOP_BY_HOP = new Set([
@@ -250,7 +252,7 @@ export function serve(state: ProxyState, req: Req, res: Res, x: Exchange, upgrad
     entry,
     grpc: x.grpc,
   };
-  if (upgrade) return void tunnel(req, res, cluster, fwd, upgrade);
+  if (upgrade) return void tunnel(req, res, cluster, fwd, upgrade, state.tunnelIdleMs);
   const hasBody = requestHasBody(req);
   const replay = hasBody && (entry.retry !== undefined || mirrors.length > 0);
   if (!hasBody) {

@@ -37,6 +37,8 @@ export interface Limits {
   maxConcurrentStreams: number;
   /** Largest request body buffered so it can be retried or mirrored. */
   replayLimit: number;
+  /** Spliced connections (WebSocket, TLS passthrough and terminate) with no traffic either way are closed after this (Envoy's TCP proxy default). */
+  tunnelIdleTimeoutMs: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -48,6 +50,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxConnections: 50_000,
   maxConcurrentStreams: 250,
   replayLimit: 1024 * 1024,
+  tunnelIdleTimeoutMs: 3_600_000,
 };
 
 export interface ProxyOptions {
@@ -124,6 +127,7 @@ export class Proxy {
       upstreams: new Upstreams(opts.upstream),
       observer: opts.observer ?? createObserver(),
       replayLimit: this.limits.replayLimit,
+      tunnelIdleMs: this.limits.tunnelIdleTimeoutMs,
     };
   }
 
@@ -266,7 +270,10 @@ export class Proxy {
     socket.on("error", () => socket.destroy());
     // A client must say enough to pick a protocol soon: an absolute deadline, not an idle timeout,
     // so trickling the ClientHello or the HTTP/2 preface a byte at a time does not hold a socket.
-    const deadline = setTimeout(() => socket.destroy(), this.limits.headersTimeoutMs);
+    // Judged after the next poll phase (setImmediate): bytes that arrived in time while the event
+    // loop was busy are read first, so a busy proxy does not reset clients that were prompt.
+    let decided = false;
+    const deadline = setTimeout(() => setImmediate(() => decided || socket.destroy()), this.limits.headersTimeoutMs);
     socket.once("close", () => clearTimeout(deadline));
     let seen: Buffer = Buffer.alloc(0);
     const onData = (chunk: Buffer): void => {
@@ -277,6 +284,7 @@ export class Proxy {
         if (hello.state === "more") return;
         socket.removeListener("data", onData);
         socket.pause();
+        decided = true;
         clearTimeout(deadline);
         if (hello.state === "invalid") return void socket.destroy();
         return this.onTls(b, socket, seen, hello.sni);
@@ -286,6 +294,7 @@ export class Proxy {
       if (h2 && seen.length < H2_PREFACE.length) return;
       socket.removeListener("data", onData);
       socket.pause();
+      decided = true;
       clearTimeout(deadline);
       socket.unshift(seen);
       (h2 ? b.h2c : b.h1).emit("connection", socket);
@@ -311,7 +320,7 @@ export class Proxy {
     const ep = this.tlsRouteEndpoint(listener, sni ?? "");
     // Nothing to send it to: close without a TLS alert, as a passthrough proxy cannot speak TLS.
     if (!ep) return void socket.destroy();
-    spliceTo(socket, ep, { first: [hello], onFail: () => socket.destroy() });
+    spliceTo(socket, ep, { first: [hello], idleMs: this.limits.tunnelIdleTimeoutMs, onFail: () => socket.destroy() });
   }
 
   /** The terminating server of a TLS listener, created on first use and kept while its shape holds. */
@@ -374,7 +383,7 @@ export class Proxy {
     const now = this.state.table.ports.get(bindKey)?.secure.listeners.find((l) => l.id === listener.id) ?? listener;
     const ep = this.tlsRouteEndpoint(now, typeof s.servername === "string" ? s.servername : "");
     if (!ep) return void s.destroy();
-    spliceTo(s, ep, { first: [], onFail: () => s.destroy() });
+    spliceTo(s, ep, { first: [], idleMs: this.limits.tunnelIdleTimeoutMs, onFail: () => s.destroy() });
   }
 
   /** The endpoint a TLSRoute connection goes to: the route for the SNI, a backend by weight, an endpoint. */

@@ -956,7 +956,7 @@ describe("WebSocket", { timeout: 15_000 }, () => {
     inspect.on("upgrade", (req: http.IncomingMessage, socket: Duplex) => {
       const accept = createHash("sha1").update(`${String(req.headers["sec-websocket-key"])}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64");
       const seen = Buffer.from(JSON.stringify({ url: req.url, headers: req.headers })).toString("base64");
-      socket.end(`HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ${accept}\r\nx-seen: ${seen}\r\n\r\n`);
+      socket.end(`HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ${accept}\r\nx-seen: ${seen}\r\nx-drop: 1\r\nx-kept: k\r\n\r\n`);
     });
     await new Promise<void>((resolve) => inspect.listen(0, addr, resolve));
     const inspectPort = (inspect.address() as net.AddressInfo).port;
@@ -982,6 +982,8 @@ ${route("ws", ["http", "https"], `  rules:
     filters:
     - type: RequestHeaderModifier
       requestHeaderModifier: {add: [{name: X-Added, value: yes}], set: [{name: X-Set, value: s}], remove: [x-remove]}
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {set: [{name: X-Resp, value: r}], remove: [x-drop]}
     backendRefs: [{name: inspect, port: 8080}]
   - matches: [{path: {type: PathPrefix, value: /empty}}]
     backendRefs: [{name: empty, port: 8080}]
@@ -1036,7 +1038,50 @@ ${route("ws", ["http", "https"], `  rules:
       assert.equal(seen.headers["x-remove"], undefined);
       assert.equal(seen.headers.upgrade, "websocket");
       assert.equal(seen.headers["x-forwarded-proto"], tlsOn ? "https" : "http");
+      // The route's ResponseHeaderModifier applies to the 101 too; the handshake headers stay.
+      assert.equal(r.headers["x-resp"], "r");
+      assert.equal(r.headers["x-drop"], undefined);
+      assert.equal(r.headers["x-kept"], "k");
+      assert.equal(r.headers.connection, "Upgrade");
       s.destroy();
+    }
+  });
+
+  it("closes a tunnel after the idle timeout, and only once nothing moves either way", async () => {
+    const idleStack = await startStack(objectsOf(`${GATEWAY_CLASS_YAML}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: idle, namespace: ${NS}}
+spec:
+  gatewayClassName: sluice
+  listeners: [{name: http, protocol: HTTP, port: 81}]
+---
+${backendService(NS, "echo", 8080, [{ address: addr, port: echo.port, pod: "ws-pod" }])}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: idle, namespace: ${NS}}
+spec:
+  parentRefs: [{name: idle}]
+  rules: [{backendRefs: [{name: echo, port: 8080}]}]
+`), { address: addr, portOffset: OFFSET, proxy: { limits: { tunnelIdleTimeoutMs: 400 } } });
+    try {
+      const s = track(net.connect({ host: addr, port: 81 + OFFSET }));
+      const { reply, ws } = await Ws.connect(s, "idle.example", "/chat");
+      assert.equal(reply.status, 101, reply.body);
+      const closed = new Promise<number>((r) => s.once("close", () => r(performance.now())));
+      // Traffic every 150 ms keeps it open well past the timeout.
+      const t0 = performance.now();
+      for (let i = 0; i < 6; i++) {
+        ws?.send(`ping ${i}`);
+        assert.deepEqual(await ws?.next(), { opcode: 1, text: `ping ${i}` });
+        await new Promise((r) => setTimeout(r, 150));
+      }
+      assert.ok(performance.now() - t0 > 800);
+      const quietFrom = performance.now();
+      const at = await closed;
+      assert.ok(at - quietFrom >= 200 && at - quietFrom < 5000, `closed ${Math.round(at - quietFrom)} ms after the last traffic`);
+    } finally {
+      await idleStack.close();
     }
   });
 

@@ -3,9 +3,10 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
+import https from "node:https";
 import { startEcho, type EchoServer } from "../echo/echo.ts";
 import type { K8sObject } from "../../operator/api/objects.ts";
-import { backendService, objectsOf, randomLoopback, send, startStack, type Stack, GATEWAY_CLASS_YAML } from "./testkit.ts";
+import { backendService, makeCerts, objectsOf, randomLoopback, send, startStack, tlsSecret, type Stack, GATEWAY_CLASS_YAML } from "./testkit.ts";
 
 const NS = "u";
 
@@ -119,5 +120,47 @@ describe("graceful shutdown", () => {
     await closing;
     await assert.rejects(send({ address: addr, port: 80 + stack.portOffset, host: "x" }), /ECONNREFUSED/);
     await echo.close();
+  });
+
+  it("closes idle HTTPS keep-alive connections at once instead of waiting for the grace period", async () => {
+    const addr = randomLoopback();
+    const echo = await startEcho({ mode: "http", host: addr, port: 0 });
+    const { ca, leaves } = makeCerts([{ cn: "x", sans: ["DNS:x"] }]);
+    const objects = [
+      ...manifests(addr, echo.port, { value: "0", extraListener: false, weight: 0 }),
+      ...objectsOf(`${tlsSecret(NS, "x", leaves[0] as (typeof leaves)[number])}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: tls, namespace: ${NS}}
+spec:
+  gatewayClassName: sluice
+  listeners: [{name: https, protocol: HTTPS, port: 443, tls: {certificateRefs: [{name: x}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: tls, namespace: ${NS}}
+spec:
+  parentRefs: [{name: tls}]
+  rules: [{backendRefs: [{name: echo, port: 8080}]}]
+`),
+    ];
+    const stack = await startStack(objects, { address: addr });
+    const agent = new https.Agent({ keepAlive: true, ca: ca.cert, servername: "x" });
+    try {
+      const status = await new Promise<number>((resolve, reject) => {
+        https.get({ host: addr, port: 443 + stack.portOffset, path: "/", agent, headers: { host: "x" }, servername: "x" }, (res) => {
+          res.resume();
+          res.on("end", () => resolve(res.statusCode ?? 0));
+        }).on("error", reject);
+      });
+      assert.equal(status, 200);
+      assert.equal(stack.proxy.connections(), 1, "the keep-alive connection stays open, idle");
+      const t0 = performance.now();
+      await stack.proxy.close(10_000);
+      assert.ok(performance.now() - t0 < 2000, `closed in ${Math.round(performance.now() - t0)} ms`);
+    } finally {
+      agent.destroy();
+      await echo.close();
+    }
   });
 });

@@ -5,7 +5,7 @@
 // connections use the same raw splice.
 import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from "node:http";
 import { request as httpsRequest } from "node:https";
-import { connect as netConnect, type Socket } from "node:net";
+import { Socket, connect as netConnect } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Forward, Req, Res, Upgrade } from "./handler.ts";
 import type { ClusterRuntime, Endpoint } from "./upstream.ts";
@@ -17,7 +17,7 @@ const CONNECT_TIMEOUT_MS = 5_000;
 
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"]);
 
-export function tunnel(req: Req, res: Res, cluster: ClusterRuntime, fwd: Forward, up: Upgrade): void {
+export function tunnel(req: Req, res: Res, cluster: ClusterRuntime, fwd: Forward, up: Upgrade, idleMs: number): void {
   const ep = cluster.pick(Date.now());
   if (!ep) return void fail(res, 503, "no healthy endpoints");
   const upgrade = req.headers.upgrade;
@@ -42,13 +42,14 @@ export function tunnel(req: Req, res: Res, cluster: ClusterRuntime, fwd: Forward
   breq.on("upgrade", (bres: IncomingMessage, bsocket: Socket, bhead: Buffer) => {
     settle(true);
     bsocket.setTimeout(0);
-    // The backend's 101 as it sent it: its headers (Sec-WebSocket-Accept, -Protocol, ...) are the handshake.
+    // The backend's 101 with its handshake headers (Sec-WebSocket-Accept, -Protocol, ...), after
+    // the route's response header filters, which apply to every response the route gives.
     const lines = [`HTTP/1.1 ${bres.statusCode ?? 101} ${bres.statusMessage ?? "Switching Protocols"}`];
-    for (let i = 0; i + 1 < bres.rawHeaders.length; i += 2) lines.push(`${bres.rawHeaders[i] ?? ""}: ${bres.rawHeaders[i + 1] ?? ""}`);
+    for (const [name, value] of upgradeResponseHeaders(bres.rawHeaders, fwd)) lines.push(`${name}: ${value}`);
     up.socket.write(`${lines.join("\r\n")}\r\n\r\n`, "latin1");
     if (bhead.length) up.socket.write(bhead);
     if (up.head.length) bsocket.write(up.head);
-    splice(up.socket, bsocket);
+    splice(up.socket, bsocket, idleMs);
   });
   breq.on("response", (bres: IncomingMessage) => {
     const status = bres.statusCode ?? 502;
@@ -75,6 +76,37 @@ export function tunnel(req: Req, res: Res, cluster: ClusterRuntime, fwd: Forward
   breq.end();
 }
 
+/**
+ * A 101's headers with the route's response filters applied. Connection and Upgrade are the
+ * handshake itself and stay as the backend sent them; everything else is filtered like any response.
+ */
+function upgradeResponseHeaders(raw: readonly string[], fwd: Forward): [string, string][] {
+  if (fwd.responseMods.length === 0 && Object.keys(fwd.responseHeaders).length === 0) {
+    const out: [string, string][] = [];
+    for (let i = 0; i + 1 < raw.length; i += 2) out.push([raw[i] ?? "", raw[i + 1] ?? ""]);
+    return out;
+  }
+  const handshake: [string, string][] = [];
+  const rest: HeaderMap = {};
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i] ?? "";
+    const value = raw[i + 1] ?? "";
+    const k = name.toLowerCase();
+    if (k === "connection" || k === "upgrade") handshake.push([name, value]);
+    else {
+      const prev = rest[k];
+      rest[k] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
+    }
+  }
+  for (const m of fwd.responseMods) modifyHeaders(rest, m.modifier);
+  Object.assign(rest, fwd.responseHeaders);
+  for (const [k, v] of Object.entries(rest)) {
+    if (v === undefined) continue;
+    for (const one of Array.isArray(v) ? v : [v]) handshake.push([k, String(one)]);
+  }
+  return handshake;
+}
+
 class TimeoutError extends Error {}
 
 const CONNECT_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN"]);
@@ -82,6 +114,8 @@ const CONNECT_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "E
 export interface SpliceOptions {
   /** Written to the backend before the splice starts (the ClientHello of a passthrough). */
   first: Buffer[];
+  /** Close the splice after this long with no traffic either way. */
+  idleMs: number;
   /** The backend could not be reached in time; the client is still open. */
   onFail: () => void;
 }
@@ -102,7 +136,7 @@ export function spliceTo(client: Duplex, ep: Endpoint, o: SpliceOptions): void {
     client.removeListener("close", onClientGone);
     recordResult(ep, true, Date.now());
     for (const b of o.first) if (b.length) backend.write(b);
-    splice(client, backend);
+    splice(client, backend, o.idleMs);
   });
   // Kept for the socket's whole life: errors after the splice are the splice's to handle.
   backend.on("error", () => {
@@ -112,14 +146,20 @@ export function spliceTo(client: Duplex, ep: Endpoint, o: SpliceOptions): void {
   });
 }
 
-/** Pipes both ways; either side closing or failing tears down the other. */
-export function splice(a: Duplex, b: Duplex): void {
+/**
+ * Pipes both ways; either side closing or failing tears down the other, and so does `idleMs`
+ * without traffic: a socket's timer restarts on its reads and its writes, which are the two
+ * directions of the splice, so either timer running out means nothing moved either way.
+ */
+export function splice(a: Duplex, b: Duplex, idleMs: number): void {
   const done = (): void => {
     a.destroy();
     b.destroy();
   };
   // A side that closed before the splice would never emit 'close' again.
   if (a.destroyed || b.destroyed) return done();
+  // A socket's earlier timeout (the server's keep-alive idle) gives way to the splice's.
+  for (const s of [a, b]) if (s instanceof Socket) s.setTimeout(idleMs, done);
   a.pipe(b);
   b.pipe(a);
   a.once("error", done);
