@@ -15,6 +15,8 @@ interface RunFlags {
   admin?: string;
   accessLog: boolean;
   logFormat: "text" | "json";
+  ebpf: boolean;
+  bpfPinDir?: string;
 }
 
 /** Log lines for people at a terminal: `time level message {fields}`; JSON stays available for machines. */
@@ -48,6 +50,8 @@ export function registerRunCommand(program: Command, setCode: (c: number) => voi
     .option("--workers <n>", "proxy worker processes (default: one per core)", String(availableParallelism()))
     .option("--admin <host:port>", "admin endpoint: /metrics, /healthz, /readyz")
     .option("--no-access-log", "do not write JSON access log lines to stdout")
+    .option("--no-ebpf", "do not start the eBPF datapath (TCPRoute and UDPRoute listeners are then not served)")
+    .option("--bpf-pin-dir <dir>", "where the eBPF maps are pinned while running (default /sys/fs/bpf/sluice-run)")
     .addOption(new Option("--log-format <format>", "log format on stderr").choices(["text", "json"]).default("text"))
     .action(async (flags: RunFlags) => {
       const bad = flags.address.filter((a) => isIP(a) === 0);
@@ -59,6 +63,7 @@ export function registerRunCommand(program: Command, setCode: (c: number) => voi
         ...(!Number.isInteger(offset) || offset < 0 || offset > 65000 ? [`--port-offset must be an integer from 0 to 65000, got ${flags.portOffset}`] : []),
         ...(!Number.isInteger(workers) || workers < 1 ? [`--workers must be a positive integer, got ${flags.workers}`] : []),
         ...(flags.admin && !admin ? [`--admin must be host:port, got ${flags.admin}`] : []),
+        ...(flags.bpfPinDir !== undefined && !flags.bpfPinDir.startsWith("/") ? [`--bpf-pin-dir must be an absolute path, got ${flags.bpfPinDir}`] : []),
       ];
       if (problems.length) {
         for (const p of problems) process.stderr.write(`sluice run: ${p}\n`);
@@ -68,6 +73,8 @@ export function registerRunCommand(program: Command, setCode: (c: number) => voi
       const log = makeLogger(flags.logFormat);
       const running = await startRun({
         paths: flags.filename, addresses: flags.address, portOffset: offset, workers, accessLog: flags.accessLog, log,
+        l4: flags.ebpf,
+        ...(flags.bpfPinDir ? { bpfPinDir: flags.bpfPinDir } : {}),
         ...(admin ? { admin } : {}),
       });
       await running.ready;

@@ -2,7 +2,9 @@
 // statuses reported, and the README's demo command verified.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import dgram from "node:dgram";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execFile } from "node:child_process";
@@ -11,6 +13,8 @@ import { pino } from "pino";
 import { startEcho, type EchoServer } from "../../datapath/echo/echo.ts";
 import { backendService, randomLoopback, send, httpGatewayYaml } from "../../datapath/proxy/testkit.ts";
 import { startRun, type Running } from "./run.ts";
+import { datapathUnavailable } from "../../datapath/bpf/datapath.ts";
+import { l4Yaml } from "../../datapath/agent/testkit.ts";
 
 const base = (addr: string, echoPort: number): string => `${httpGatewayYaml("default")}---
 ${backendService("default", "echo", 8080, [{ address: addr, port: echoPort, pod: "echo-0" }])}`;
@@ -110,5 +114,95 @@ describe("the README's demo command", () => {
         err ? reject(new Error(`${err.message}\n${stdout}\n${stderr}`)) : resolve(stdout));
     });
     assert.match(out, /demo check passed/);
+  });
+});
+
+describe("sluice run serves TCPRoute and UDPRoute in eBPF (root)", () => {
+  const why = datapathUnavailable();
+  it("forwards TCP and UDP to echo backends through lo, acknowledges, and cleans up", { skip: why ? `eBPF datapath unavailable: ${why}` : false, timeout: 60_000 }, async () => {
+    const vip = randomLoopback();
+    const backendAddr = randomLoopback();
+    const offset = 23000 + Math.floor(Math.random() * 1000);
+    const pinDir = `/sys/fs/bpf/sluice-runtest-${process.pid}-${Math.floor(Math.random() * 1e6)}`;
+    const echoes = await Promise.all([
+      startEcho({ mode: "tcp", host: backendAddr, port: 0, identity: { pod: "tcp-0" } }),
+      startEcho({ mode: "udp", host: backendAddr, port: 0, identity: { pod: "udp-0" } }),
+    ]);
+    const [tcpEcho, udpEcho] = echoes as [EchoServer, EchoServer];
+    const dir = mkdtempSync(join(tmpdir(), "sluice-run-l4-"));
+    const lines: string[] = [];
+    const sink = new Writable({ write: (c: Buffer, _e, cb) => void (lines.push(...c.toString().split("\n").filter(Boolean)), cb()) });
+    put(dir, "l4.yaml", l4Yaml({
+      tcp: { port: 900, backends: [{ name: "t", endpoints: [{ address: backendAddr, port: tcpEcho.port }] }] },
+      udp: { port: 901, backends: [{ name: "u", endpoints: [{ address: backendAddr, port: udpEcho.port }] }] },
+    }));
+    let running: Running | undefined;
+    try {
+      running = await startRun({ paths: [dir], addresses: [vip], portOffset: offset, workers: 1, accessLog: false, log: pino({ level: "info" }, sink), bpfPinDir: pinDir });
+      await running.ready;
+      await until("Programmed", async () => lines.some((l) => l.includes("Gateway default/gw: Accepted, Programmed")));
+      assert.ok(lines.some((l) => l.includes(`serving TCP default/gw/tcp on ${vip}:${900 + offset}`)), lines.join("\n"));
+      // TCP: the echo answers with its identity, then echoes.
+      const tcpReply = await new Promise<string>((resolve, reject) => {
+        const c = net.connect({ host: vip, port: 900 + offset }, () => c.write("ping\n"));
+        let got = "";
+        c.on("data", (d) => {
+          got += d.toString();
+          if (got.includes("ping")) {
+            c.destroy();
+            resolve(got);
+          }
+        });
+        c.on("error", reject);
+        c.setTimeout(3000, () => reject(new Error(`TCP timed out, got ${JSON.stringify(got)}`)));
+      });
+      assert.match(tcpReply, /"pod":"tcp-0"/);
+      // UDP: the reply must come back from the frontend's address and port (reverse NAT).
+      const udpReply = await new Promise<{ msg: string; from: string }>((resolve, reject) => {
+        const s = dgram.createSocket("udp4");
+        const t = setTimeout(() => (s.close(), reject(new Error("UDP timed out"))), 3000);
+        s.on("message", (m, r) => {
+          clearTimeout(t);
+          s.close();
+          resolve({ msg: m.toString(), from: `${r.address}:${r.port}` });
+        });
+        s.send("hello", 901 + offset, vip);
+      });
+      assert.match(udpReply.msg, /"pod":"udp-0"[\s\S]*hello/);
+      assert.equal(udpReply.from, `${vip}:${901 + offset}`);
+      const sluiceLines = lines.filter((l) => l.includes("L4 routes"));
+      assert.deepEqual(sluiceLines, [], "no 'unavailable' line when the datapath runs");
+    } finally {
+      await running?.stop(500);
+      for (const e of echoes) await e.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+    assert.equal(existsSync(pinDir), false, "the pinned maps are removed on stop");
+  });
+
+  it("says once that L4 routes are unavailable when the datapath is off, and serves the rest", async () => {
+    const addr = randomLoopback();
+    const offset = 24000 + Math.floor(Math.random() * 1000);
+    const dir = mkdtempSync(join(tmpdir(), "sluice-run-nol4-"));
+    const echo = await startEcho({ mode: "http", host: addr, port: 0, identity: { pod: "echo-0" } });
+    const lines: string[] = [];
+    const sink = new Writable({ write: (c: Buffer, _e, cb) => void (lines.push(...c.toString().split("\n").filter(Boolean)), cb()) });
+    put(dir, "base.yaml", base(addr, echo.port));
+    put(dir, "route-a.yaml", route("a", "/a"));
+    put(dir, "l4.yaml", l4Yaml({ gateway: "gw4", tcp: { port: 900, backends: [{ name: "t", endpoints: [{ address: addr, port: 1 }] }] } }).split("---\n").slice(1).join("---\n"));
+    const running = await startRun({ paths: [dir], addresses: [addr], portOffset: offset, workers: 1, accessLog: false, log: pino({ level: "info" }, sink), l4: false });
+    try {
+      await running.ready;
+      assert.equal((await send({ address: addr, port: 80 + offset, host: "x", path: "/a" })).status, 200);
+      put(dir, "route-a.yaml", route("a", "/b"));
+      await until("/b", async () => (await send({ address: addr, port: 80 + offset, host: "x", path: "/b" })).status === 200);
+      const l4Lines = lines.filter((l) => l.includes("L4 routes"));
+      assert.equal(l4Lines.length, 1, lines.join("\n"));
+      assert.match(l4Lines[0] as string, /L4 routes \(TCPRoute\/UDPRoute\) are unavailable: the eBPF datapath is disabled/);
+    } finally {
+      await running.stop(500);
+      await echo.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

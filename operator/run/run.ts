@@ -1,7 +1,8 @@
 // `sluice run`: the standalone host of the pipeline. A folder of manifests is the source; the
-// store and the pure translator are the operator's own; the sink is the L7 proxy on this machine.
-// Every change to the folder is applied live; the datapath's acknowledgement flows back into the
-// store so Gateways turn Programmed exactly as they do in a cluster.
+// store and the pure translator are the operator's own; the sinks are the L7 proxy and, as root,
+// the eBPF L4 datapath on this machine (TCPRoute/UDPRoute). Every change to the folder is applied
+// live; the datapath's acknowledgement flows back into the store so Gateways turn Programmed
+// exactly as they do in a cluster.
 import { Subject, concatMap, map, tap, type Subscription } from "rxjs";
 import http from "node:http";
 import type { Logger } from "pino";
@@ -12,6 +13,7 @@ import type { TranslateResult } from "../translate/output.ts";
 import { proxyConfigFrom, type ProxyConfig } from "../../datapath/proxy/config.ts";
 import { startDataplane, type Dataplane } from "../../datapath/proxy/workers.ts";
 import { statusLines } from "./report.ts";
+import { startL4, type L4Host } from "../../datapath/agent/host.ts";
 
 export interface RunOptions {
   paths: string[];
@@ -24,6 +26,10 @@ export interface RunOptions {
   log: Logger;
   /** How long the folder watcher waits for a burst of writes to settle. */
   debounceMs?: number;
+  /** Serve TCPRoute/UDPRoute listeners in eBPF when possible (root); default true. */
+  l4?: boolean;
+  /** Where the eBPF maps are pinned (default /sys/fs/bpf/sluice-run). */
+  bpfPinDir?: string;
 }
 
 export interface Running {
@@ -49,7 +55,8 @@ export async function startRun(opts: RunOptions): Promise<Running> {
   const translator = new Translator({ addressing: { mode: "static", addresses: opts.addresses } });
   let served = 0;
   let appliedHashes = "";
-  let l4Warned = false;
+  // The eBPF side starts with the first L4 listener, so HTTP-only configs never touch the kernel.
+  const l4: L4Host = startL4({ log, portOffset: opts.portOffset, enabled: opts.l4 ?? true, ...(opts.bpfPinDir ? { pinDir: opts.bpfPinDir } : {}) });
   let markReady: () => void = () => undefined;
   const ready = new Promise<void>((r) => (markReady = r));
   const reported = new Map<string, string>();
@@ -58,22 +65,21 @@ export async function startRun(opts: RunOptions): Promise<Running> {
     for (const line of statusLines(result, reported)) log.info(line);
     for (const w of result.warnings) log.warn(w);
     const config: ProxyConfig = proxyConfigFrom(result.datapath, version, { portOffset: opts.portOffset });
-    if (!l4Warned && result.datapath.gateways.some((g) => g.l4.length > 0)) {
-      l4Warned = true;
-      log.warn("TCPRoute and UDPRoute listeners are forwarded by the eBPF datapath, which this build of `sluice run` does not start: they are not served");
-    }
     const hashes = JSON.stringify(config.gateways);
     // An acknowledgement comes back as a new snapshot with the same config: nothing to apply.
     if (hashes === appliedHashes && served > 0) return;
     const t0 = performance.now();
-    const applied = await dataplane.apply(config);
+    const [applied, l4ok] = await Promise.all([dataplane.apply(config), l4.apply(version, result.datapath)]);
     for (const e of applied.errors) log.error({ binding: e.binding }, `cannot listen on ${e.binding}: ${e.message}`);
     const first = served === 0;
     served = version;
-    appliedHashes = hashes;
+    // A failed L4 apply is retried with the next change; its Gateways are not acknowledged until then.
+    if (l4ok) appliedHashes = hashes;
+    const acked = new Map(Object.entries(config.gateways));
+    if (!l4ok) for (const g of result.datapath.gateways) if (g.l4.length > 0) acked.delete(g.gateway);
     log.debug({ version, ms: Math.round((performance.now() - t0) * 100) / 100 }, "config applied");
     if (first) for (const b of config.bindings) log.info(`serving ${b.listeners.map((l) => `${l.protocol} ${l.id}`).join(", ")} on ${b.address}:${b.port}`);
-    acks$.next(new Map(Object.entries(config.gateways)));
+    acks$.next(acked);
     if (first) markReady();
   };
 
@@ -84,7 +90,7 @@ export async function startRun(opts: RunOptions): Promise<Running> {
     )
     .subscribe({ error: (err: unknown) => log.error({ err }, "pipeline failed") });
 
-  const admin = opts.admin ? await startAdmin(opts.admin, dataplane, () => served) : undefined;
+  const admin = opts.admin ? await startAdmin(opts.admin, dataplane, l4, () => served) : undefined;
   return {
     ready,
     version: () => served,
@@ -95,12 +101,12 @@ export async function startRun(opts: RunOptions): Promise<Running> {
     async stop(graceMs = 10_000) {
       sub.unsubscribe();
       admin?.close();
-      await dataplane.close(graceMs);
+      await Promise.all([dataplane.close(graceMs), l4.close()]);
     },
   };
 }
 
-function startAdmin(at: { host: string; port: number }, dataplane: Dataplane, version: () => number): Promise<http.Server> {
+function startAdmin(at: { host: string; port: number }, dataplane: Dataplane, l4: L4Host, version: () => number): Promise<http.Server> {
   const server = http.createServer((req, res) => {
     const send = (status: number, body: string, type = "text/plain; charset=utf-8"): void => {
       res.writeHead(status, { "content-type": type });
@@ -109,7 +115,7 @@ function startAdmin(at: { host: string; port: number }, dataplane: Dataplane, ve
     if (req.url === "/healthz") return send(200, "ok\n");
     if (req.url === "/readyz") return version() > 0 ? send(200, "ok\n") : send(503, "no configuration applied yet\n");
     if (req.url === "/metrics") {
-      dataplane.metrics().then((m) => send(200, m, "text/plain; version=0.0.4"), (err: unknown) => send(500, `${(err as Error).message}\n`));
+      Promise.all([dataplane.metrics(), l4.metrics()]).then(([m, a]) => send(200, m + a, "text/plain; version=0.0.4"), (err: unknown) => send(500, `${(err as Error).message}\n`));
       return;
     }
     send(404, "not found\n");
