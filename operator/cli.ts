@@ -1,10 +1,16 @@
-// The `sluice` command line.
-import { Command, Option } from "commander";
-import { isIP } from "node:net";
-import { readManifests } from "./sources/folder.ts";
-import { formatDocument, renderDocument } from "./render/render.ts";
-import { registerRunCommand } from "./run/cli.ts";
-import { registerEchoCommand } from "../datapath/echo/cli.ts";
+// The `sluice` command line. Each command's module is loaded only when that command runs (all of
+// them for help): the operator's Kubernetes client alone adds ~85 MB that `sluice run` must not pay.
+import { Command } from "commander";
+
+type Register = (program: Command, setCode: (c: number) => void) => void;
+
+const COMMANDS: Record<string, () => Promise<Register>> = {
+  render: async () => (await import("./render/cli.ts")).registerRenderCommand,
+  run: async () => (await import("./run/cli.ts")).registerRunCommand,
+  operator: async () => (await import("./host/cli.ts")).registerOperatorCommand,
+  agent: async () => (await import("../datapath/agent/cli.ts")).registerAgentCommand,
+  echo: async () => (await import("../datapath/echo/cli.ts")).registerEchoCommand,
+};
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command("sluice")
@@ -12,38 +18,11 @@ export async function main(argv: string[]): Promise<number> {
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   let code = 0;
+  const setCode = (c: number): void => void (code = c);
 
-  program
-    .command("render")
-    .description("Translate manifests and print statuses, generated objects, DNS records and datapath state")
-    .requiredOption("-f, --filename <path...>", "manifest files or directories (YAML or JSON, multi-document)")
-    .addOption(new Option("-o, --output <format>", "output format").choices(["yaml", "json"]).default("yaml"))
-    .option("--address <ip...>", "addresses the Gateways are served on (the standalone view)", ["127.0.0.1"])
-    .option("--cluster", "the in-cluster view: addresses come from the generated Services' status", false)
-    .option("--dns-owner-id <id>", "external-dns TXT owner id", "sluice")
-    .action(async (opts: { filename: string[]; output: "yaml" | "json"; address: string[]; cluster: boolean; dnsOwnerId: string }) => {
-      const bad = opts.address.filter((a) => isIP(a) === 0);
-      if (bad.length) {
-        process.stderr.write(`sluice render: --address needs IP addresses, got ${bad.join(", ")}\n`);
-        code = 2;
-        return;
-      }
-      const parsed = await readManifests(opts.filename);
-      for (const e of parsed.errors) process.stderr.write(`${e.file}:${e.line}:${e.column}: ${e.message}\n`);
-      if (parsed.errors.length) {
-        code = 1;
-        return;
-      }
-      const doc = renderDocument(parsed, {
-        addressing: opts.cluster ? { mode: "service" } : { mode: "static", addresses: opts.address },
-        assumeAcknowledged: true,
-        dnsOwnerId: opts.dnsOwnerId,
-      });
-      process.stdout.write(formatDocument(doc, opts.output));
-    });
-
-  registerRunCommand(program, (c) => (code = c));
-  registerEchoCommand(program);
+  const named = argv.find((a) => !a.startsWith("-"));
+  const wanted = named !== undefined && named in COMMANDS ? [named] : Object.keys(COMMANDS);
+  for (const name of wanted) (await (COMMANDS[name] as () => Promise<Register>)())(program, setCode);
 
   try {
     await program.parseAsync(argv, { from: "user" });
