@@ -212,7 +212,11 @@ export class StatusWriter {
 
   /** Returns true when the object is settled: written, already right, or gone. */
   private async attempt(key: string, job: Job, signal: AbortSignal): Promise<boolean> {
-    let object = job.object;
+    // Queued while our previous write of this object was in flight: build on what that wrote,
+    // not on the version it replaced, or the write is a certain 409 and a re-read.
+    const w = this.written.get(key);
+    const rv = job.object.metadata.resourceVersion;
+    let object = w && rv !== undefined && w.olderRvs.has(rv) ? w.object : job.object;
     let conflicts = 0;
     let failures = 0;
     for (;;) {
