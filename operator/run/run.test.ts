@@ -7,7 +7,7 @@ import dgram from "node:dgram";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { execFile } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { Writable } from "node:stream";
 import { pino } from "pino";
 import { startEcho, type EchoServer } from "../../datapath/echo/echo.ts";
@@ -138,7 +138,7 @@ describe("sluice run serves TCPRoute and UDPRoute in eBPF (root)", () => {
     }));
     let running: Running | undefined;
     try {
-      running = await startRun({ paths: [dir], addresses: [vip], portOffset: offset, workers: 1, accessLog: false, log: pino({ level: "info" }, sink), bpfPinDir: pinDir });
+      running = await startRun({ paths: [dir], addresses: [vip], portOffset: offset, workers: 1, accessLog: false, log: pino({ level: "info" }, sink), bpfPinDir: pinDir, admin: { host: vip, port: 0 } });
       await running.ready;
       await until("Programmed", async () => lines.some((l) => l.includes("Gateway default/gw: Accepted, Programmed")));
       assert.ok(lines.some((l) => l.includes(`serving TCP default/gw/tcp on ${vip}:${900 + offset}`)), lines.join("\n"));
@@ -170,6 +170,11 @@ describe("sluice run serves TCPRoute and UDPRoute in eBPF (root)", () => {
       });
       assert.match(udpReply.msg, /"pod":"udp-0"[\s\S]*hello/);
       assert.equal(udpReply.from, `${vip}:${901 + offset}`);
+      const admin = running.adminAddress();
+      assert.ok(admin);
+      const m = await send({ address: vip, port: admin.port, path: "/metrics" });
+      assert.match(m.body, new RegExp(`^sluice_agent_frontend_packets_total\\{frontend="${vip.replaceAll(".", "\\.")}:${900 + offset}/TCP"\\} [1-9]\\d*$`, "m"));
+      assert.match(m.body, /^# HELP sluice_proxy_requests_total /m, "the proxy's metrics are still there");
       const sluiceLines = lines.filter((l) => l.includes("L4 routes"));
       assert.deepEqual(sluiceLines, [], "no 'unavailable' line when the datapath runs");
     } finally {
@@ -178,6 +183,7 @@ describe("sluice run serves TCPRoute and UDPRoute in eBPF (root)", () => {
       rmSync(dir, { recursive: true, force: true });
     }
     assert.equal(existsSync(pinDir), false, "the pinned maps are removed on stop");
+    assert.doesNotMatch(execFileSync("tc", ["filter", "show", "dev", "lo", "ingress"]).toString(), /sluice_ingress/, "the programs are detached from lo on stop");
   });
 
   it("says once that L4 routes are unavailable when the datapath is off, and serves the rest", async () => {

@@ -115,7 +115,7 @@ function startAdmin(at: { host: string; port: number }, dataplane: Dataplane, l4
     if (req.url === "/healthz") return send(200, "ok\n");
     if (req.url === "/readyz") return version() > 0 ? send(200, "ok\n") : send(503, "no configuration applied yet\n");
     if (req.url === "/metrics") {
-      Promise.all([dataplane.metrics(), l4.metrics()]).then(([m, a]) => send(200, m + a, "text/plain; version=0.0.4"), (err: unknown) => send(500, `${(err as Error).message}\n`));
+      Promise.all([dataplane.metrics(), l4.metrics()]).then(([m, a]) => send(200, m && a && !m.endsWith("\n") ? `${m}\n${a}` : m + a, "text/plain; version=0.0.4"), (err: unknown) => send(500, `${(err as Error).message}\n`));
       return;
     }
     send(404, "not found\n");
