@@ -92,7 +92,9 @@ class Daemon {
   readonly exit: Promise<void>;
 
   constructor(path: string, args: string[]) {
-    this.child = spawn(path, args, { stdio: ["pipe", "pipe", "pipe"] });
+    // Its own process group: a terminal's Ctrl-C reaches only the Node process, which then detaches
+    // and closes cleanly; the daemon exits on its own when its stdin closes.
+    this.child = spawn(path, args, { stdio: ["pipe", "pipe", "pipe"], detached: true });
     this.child.stdout.on("data", (d: Buffer) => this.onData(d));
     this.child.stderr.on("data", (d: Buffer) => {
       this.stderr = (this.stderr + d.toString()).slice(-8192);

@@ -71,21 +71,30 @@ export function registerRunCommand(program: Command, setCode: (c: number) => voi
         return;
       }
       const log = makeLogger(flags.logFormat);
+      // Signals are handled from the start: a Ctrl-C while starting must still detach the eBPF
+      // programs and remove the pins, not leave them on the host.
+      let signalled: string | undefined;
+      let onSignal: (sig: string) => void = (sig) => void (signalled = sig);
+      process.once("SIGINT", () => onSignal("SIGINT"));
+      process.once("SIGTERM", () => onSignal("SIGTERM"));
       const running = await startRun({
         paths: flags.filename, addresses: flags.address, portOffset: offset, workers, accessLog: flags.accessLog, log,
         l4: flags.ebpf,
         ...(flags.bpfPinDir ? { bpfPinDir: flags.bpfPinDir } : {}),
         ...(admin ? { admin } : {}),
       });
-      await running.ready;
-      log.info(`ready: config version ${running.version()}${admin ? `, admin on http://${admin.host}:${running.adminAddress()?.port ?? admin.port}` : ""}`);
-      await new Promise<void>((resolve) => {
-        const stop = (sig: string): void => {
+      const stopped = new Promise<void>((resolve) => {
+        onSignal = (sig) => {
           log.info(`${sig}: draining connections`);
           void running.stop().then(resolve);
         };
-        process.once("SIGINT", () => stop("SIGINT"));
-        process.once("SIGTERM", () => stop("SIGTERM"));
       });
+      if (signalled) onSignal(signalled);
+      else {
+        void running.ready.then(() => {
+          if (signalled === undefined) log.info(`ready: config version ${running.version()}${admin ? `, admin on http://${admin.host}:${running.adminAddress()?.port ?? admin.port}` : ""}`);
+        });
+      }
+      await stopped;
     });
 }

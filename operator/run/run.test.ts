@@ -7,7 +7,7 @@ import dgram from "node:dgram";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { execFile, execFileSync } from "node:child_process";
+import { execFile, execFileSync, spawn } from "node:child_process";
 import { Writable } from "node:stream";
 import { pino } from "pino";
 import { startEcho, type EchoServer } from "../../datapath/echo/echo.ts";
@@ -184,6 +184,32 @@ describe("sluice run serves TCPRoute and UDPRoute in eBPF (root)", () => {
     }
     assert.equal(existsSync(pinDir), false, "the pinned maps are removed on stop");
     assert.doesNotMatch(execFileSync("tc", ["filter", "show", "dev", "lo", "ingress"]).toString(), /sluice_ingress/, "the programs are detached from lo on stop");
+  });
+
+  it("detaches and removes its pins on Ctrl-C in a terminal (the whole process group gets SIGINT)", { skip: why ? `eBPF datapath unavailable: ${why}` : false, timeout: 60_000 }, async () => {
+    const vip = randomLoopback();
+    const offset = 25000 + Math.floor(Math.random() * 1000);
+    const pinDir = `/sys/fs/bpf/sluice-runtest-${process.pid}-${Math.floor(Math.random() * 1e6)}`;
+    const dir = mkdtempSync(join(tmpdir(), "sluice-run-sigint-"));
+    put(dir, "l4.yaml", l4Yaml({ tcp: { port: 900, backends: [{ name: "t", endpoints: [{ address: vip, port: 1 }] }] } }));
+    const bin = join(import.meta.dirname, "../../bin/sluice.js");
+    // detached: its own process group, as a shell gives a foreground job; the group signal below is Ctrl-C.
+    const child = spawn(process.execPath, [bin, "run", "-f", dir, "--address", vip, "--port-offset", String(offset), "--bpf-pin-dir", pinDir, "--no-access-log"], { detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+    try {
+      await until("the programs on lo", async () => /sluice_ingress/.test(execFileSync("tc", ["filter", "show", "dev", "lo", "ingress"]).toString()), 20_000);
+      assert.ok(existsSync(pinDir));
+      process.kill(-(child.pid as number), "SIGINT");
+      assert.equal(await exited, 0, out);
+    } finally {
+      if (child.exitCode === null) child.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
+    assert.equal(existsSync(pinDir), false, `the pinned maps are removed on Ctrl-C\n${out}`);
+    assert.doesNotMatch(execFileSync("tc", ["filter", "show", "dev", "lo", "ingress"]).toString(), /sluice_ingress/, "the programs are detached from lo on Ctrl-C");
   });
 
   it("says once that L4 routes are unavailable when the datapath is off, and serves the rest", async () => {
