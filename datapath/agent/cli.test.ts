@@ -37,6 +37,14 @@ describe("sluice agent", () => {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
+  it("run: refuses a plaintext stream to a remote operator and other bad flags, saying why", async () => {
+    const r = await sluice(["agent", "run", "--operator", "10.0.0.1:9000", "--listen-address", "nope", "--cert", "c.pem"]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /a plaintext stream is for loopback only: give --ca/);
+    assert.match(r.stderr, /--listen-address needs an IP address, got nope/);
+    assert.match(r.stderr, /--cert and --key go together/);
+  });
+
   it("diff prints what a first apply would write when no maps are pinned, and writes nothing", async () => {
     const pinDir = `/sys/fs/bpf/sluice-agent-cli-none-${process.pid}`;
     const r = await sluice(["agent", "diff", "-f", dir, "--address", "127.0.0.50", "--maglev-size", "251", "--pin-dir", pinDir]);

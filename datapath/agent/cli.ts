@@ -1,4 +1,5 @@
-// `sluice agent diff|apply -f DIR`: the L4 agent by hand. Translates the manifests the way
+// `sluice agent diff|apply -f DIR`: the L4 agent by hand (`sluice agent run`, the node agent fed
+// by the operator, is in nodecli.ts). Translates the manifests the way
 // `sluice run` does, then prints the map operations that would bring the pinned maps there
 // (diff, nothing written) or applies them once (apply, root).
 import { createHash } from "node:crypto";
@@ -16,6 +17,7 @@ import { L4Agent, type L4AgentOptions } from "./agent.ts";
 import { formatOps } from "./diff.ts";
 import { MemoryMaps } from "./memmaps.ts";
 import { noSnat, routeSnat } from "./snat.ts";
+import { registerNodeAgentCommand } from "./nodecli.ts";
 
 interface AgentFlags {
   filename: string[];
@@ -37,7 +39,8 @@ export function versionOf(config: DatapathConfig): string {
 }
 
 export function registerAgentCommand(program: Command, setCode: (c: number) => void): void {
-  const agent = program.command("agent").description("The privileged L4 datapath agent: show or apply the eBPF map changes for a folder of manifests");
+  const agent = program.command("agent").description("The node agent: run it against the operator's stream, or show/apply the eBPF map changes for a folder of manifests");
+  registerNodeAgentCommand(agent, setCode);
   const common = (c: Command): Command =>
     c
       .requiredOption("-f, --filename <path...>", "manifest files or directories (YAML or JSON, multi-document)")

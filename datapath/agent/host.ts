@@ -1,11 +1,13 @@
-// The L4 datapath inside `sluice run` (standalone): clients, proxy and backends are all on this
-// host, so the programs go on `lo` (both directions of every flow pass its ingress) and frontends
-// are served on address:port+offset like the proxy's listeners. The kernel side starts with the
-// first TCP/UDP listener, so HTTP-only configs never touch eBPF.
+// The L4 datapath of a host process. In `sluice run` (standalone) clients, proxy and backends are
+// all on this host, so the programs go on `lo` (both directions of every flow pass its ingress),
+// frontends are served on address:port+offset like the proxy's listeners, and the kernel side
+// starts with the first TCP/UDP listener, so HTTP-only configs never touch eBPF. The node agent
+// (`sluice agent run`) attaches to the node's interfaces, steers L7 listeners to its proxy, and
+// leaves programs and maps in place when it stops, so traffic flows on while it restarts.
 import type { Logger } from "pino";
 import type { DatapathConfig } from "../../operator/translate/output.ts";
 import { datapathUnavailable, openDatapath, removePinned, type Datapath } from "../bpf/datapath.ts";
-import { L4Agent } from "./agent.ts";
+import { L4Agent, type L4AgentOptions } from "./agent.ts";
 
 export const DEFAULT_RUN_PIN_DIR = "/sys/fs/bpf/sluice-run";
 
@@ -16,8 +18,14 @@ export interface L4HostOptions {
   enabled: boolean;
   pinDir?: string;
   maglevSize?: number;
-  /** Interface the programs are attached to (default lo). */
-  iface?: string;
+  /** Interfaces the programs are attached to (default lo). */
+  interfaces?: string[];
+  /** How desired state is built (default: standalone — no L7 frontends, unknown ports not dropped, no SNAT). */
+  agent?: Pick<L4AgentOptions, "l7Proxy" | "dropUnknownPorts" | "snatFor">;
+  /** Start the datapath for L7 listeners too (they are steered to the proxy), not only for TCP/UDP ones. */
+  steerL7?: boolean;
+  /** close() leaves the programs attached and the maps pinned (node agent: traffic outlives a restart). */
+  keepOnClose?: boolean;
 }
 
 export interface L4Host {
@@ -32,7 +40,8 @@ export interface L4Host {
 export function startL4(opts: L4HostOptions): L4Host {
   const { log } = opts;
   const pinDir = opts.pinDir ?? DEFAULT_RUN_PIN_DIR;
-  const iface = opts.iface ?? "lo";
+  const ifaces = opts.interfaces ?? ["lo"];
+  const iface = ifaces.join(", ");
   let running: { dp: Datapath; agent: L4Agent } | undefined;
   let off: string | undefined = opts.enabled ? undefined : "the eBPF datapath is disabled (--no-ebpf)";
   let warned = false;
@@ -47,7 +56,7 @@ export function startL4(opts: L4HostOptions): L4Host {
     let dp: Datapath | undefined;
     try {
       dp = await openDatapath({ pinDir, ...(opts.maglevSize ? { maglevSize: opts.maglevSize } : {}) });
-      await dp.attach(iface);
+      for (const i of ifaces) await dp.attach(i);
     } catch (err) {
       off = `starting the eBPF datapath failed: ${(err as Error).message}`;
       await dp?.close().catch(() => undefined);
@@ -55,7 +64,7 @@ export function startL4(opts: L4HostOptions): L4Host {
     }
     // Standalone addresses are the host's own (the proxy, the admin endpoint and backends may
     // share them), so unknown ports on them are not dropped.
-    running = { dp, agent: new L4Agent(dp, { portOffset: opts.portOffset, dropUnknownPorts: false }) };
+    running = { dp, agent: new L4Agent(dp, { portOffset: opts.portOffset, dropUnknownPorts: false, ...opts.agent }) };
     log.info(`eBPF datapath attached to ${iface} (maps pinned in ${pinDir}${dp.adopted ? ", adopted" : ""})`);
     return running;
   };
@@ -63,7 +72,7 @@ export function startL4(opts: L4HostOptions): L4Host {
   return {
     async apply(version, config) {
       if (closed) return true;
-      const wanted = config.gateways.some((g) => g.l4.length > 0);
+      const wanted = config.gateways.some((g) => g.l4.length > 0 || (opts.steerL7 === true && g.ports.length > 0));
       if (!running && !wanted) return true;
       const r = await start();
       if (!r) {
@@ -102,8 +111,9 @@ export function startL4(opts: L4HostOptions): L4Host {
       const r = running;
       running = undefined;
       if (!r) return;
+      if (opts.keepOnClose) return void (await r.dp.close().catch(() => undefined));
       try {
-        await r.dp.detach(iface);
+        for (const i of ifaces) await r.dp.detach(i);
         await r.dp.close().catch(() => undefined);
       } catch (err) {
         // A terminal's Ctrl-C signals the whole process group, co-process included: detach
@@ -111,7 +121,11 @@ export function startL4(opts: L4HostOptions): L4Host {
         await r.dp.close().catch(() => undefined);
         try {
           const again = await openDatapath({ pinDir, ...(opts.maglevSize ? { maglevSize: opts.maglevSize } : {}) });
-          await again.detach(iface).finally(() => again.close());
+          try {
+            for (const i of ifaces) await again.detach(i);
+          } finally {
+            await again.close();
+          }
         } catch (err2) {
           log.warn(`detaching the eBPF programs from ${iface} failed: ${(err as Error).message}; ${(err2 as Error).message}`);
         }

@@ -28,6 +28,11 @@ export interface ProxyConfig {
 export interface BindOptions {
   /** Added to every listener port (standalone mode runs unprivileged on high ports). */
   portOffset?: number;
+  /**
+   * Bind every Gateway here instead of on its own addresses: a node proxy in a cluster, whose
+   * Gateways' addresses are the load balancer's and whose traffic arrives on the node's own.
+   */
+  address?: string;
 }
 
 export function bindKey(address: string, port: number): string {
@@ -45,7 +50,7 @@ export function proxyConfigFrom(dp: DatapathConfig, version: number, opts: BindO
   const gateways: Record<string, string> = {};
   for (const gw of dp.gateways) {
     gateways[gw.gateway] = gw.configHash;
-    for (const address of gw.addresses) {
+    for (const address of opts.address !== undefined ? [opts.address] : gw.addresses) {
       for (const p of gw.ports) {
         const port = p.port + offset;
         const key = bindKey(address, port);
