@@ -1,7 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { isIPv4, isIPv6 } from "node:net";
 import type { DnsInput } from "./dns.ts";
-import { desiredDnsRecords, ownershipValue, parseOwnership, txtRecordName } from "./dns.ts";
+import { desiredDnsRecords, DnsRecords, ownershipValue, parseOwnership, txtRecordName } from "./dns.ts";
+import type { DnsRecord } from "./output.ts";
 
 const NLB = "k8s-apps-sluicewe-0123456789-abcdef.elb.us-east-1.amazonaws.com";
 
@@ -166,4 +168,83 @@ test("parseOwnership rejects TXT records it does not own", () => {
   assert.equal(parseOwnership('"external-dns/owner=sluice"'), undefined);
   assert.equal(parseOwnership('"heritage=external-dns,heritage=evil,external-dns/owner=sluice"'), undefined);
   assert.equal(parseOwnership(""), undefined);
+});
+
+// ---- incremental updates ----
+
+/** The merge by definition, from scratch (the one-shot algorithm DnsRecords must agree with). */
+function reference(inputs: readonly DnsInput[], ownerId: string): DnsRecord[] {
+  const norm = (n: string) => n.trim().toLowerCase().replace(/\.$/, "");
+  const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+  const data = new Map<string, { name: string; type: DnsRecord["type"]; targets: Set<string>; resources: Set<string> }>();
+  const entry = (m: typeof data, name: string, type: DnsRecord["type"]) => {
+    let e = m.get(`${name} ${type}`);
+    if (!e) m.set(`${name} ${type}`, (e = { name, type, targets: new Set(), resources: new Set() }));
+    return e;
+  };
+  for (const input of inputs) {
+    for (const host of input.hostnames) {
+      const name = norm(host.name);
+      if (name === "" || name === "*") continue;
+      for (const a of input.addresses) {
+        const type = a.type === "Hostname" ? "ALIAS" : isIPv4(a.value) ? "A" : isIPv6(a.value) ? "AAAA" : undefined;
+        if (!type) continue;
+        const e = entry(data, name, type);
+        e.targets.add(type === "ALIAS" ? norm(a.value) : a.value);
+        e.resources.add(host.resource);
+      }
+    }
+  }
+  const txt = new Map<string, { name: string; type: DnsRecord["type"]; targets: Set<string>; resources: Set<string> }>();
+  for (const r of data.values()) {
+    const t = entry(txt, txtRecordName(r.name, r.type as "A"), "TXT");
+    for (const x of r.resources) t.resources.add(x);
+  }
+  for (const t of txt.values()) t.targets.add(ownershipValue(ownerId, [...t.resources].sort(cmp)[0]));
+  return [...data.values(), ...txt.values()]
+    .map((e) => ({ name: e.name, type: e.type, targets: [...e.targets].sort(cmp), resources: [...e.resources].sort(cmp) }))
+    .sort((a, b) => cmp(a.name, b.name) || cmp(a.type, b.type));
+}
+
+function rng(seed: number): () => number {
+  let x = seed >>> 0;
+  return () => ((x = (Math.imul(x ^ (x >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 2 ** 32);
+}
+
+test("DnsRecords: random input sets, updated incrementally, equal a merge from scratch", () => {
+  const names = ["a.example.com", "A.example.com.", "b.example.com", "*.example.com", "*", "", "aaa-b.example.com", "a-b.example.com", "c.example.org"];
+  const addresses: DnsInput["addresses"] = [
+    { type: "IPAddress", value: "10.0.0.1" }, { type: "IPAddress", value: "10.0.0.2" }, { type: "IPAddress", value: "2001:db8::1" },
+    { type: "IPAddress", value: "not-an-ip" }, { type: "Hostname", value: NLB }, { type: "Hostname", value: "LB.example.net." },
+  ];
+  for (const seed of [1, 2, 3, 4, 5]) {
+    const r = rng(seed);
+    const pick = <T>(xs: readonly T[], p: number) => xs.filter(() => r() < p);
+    const input = (gw: number): DnsInput => ({
+      gateway: `ns/gw-${gw}`,
+      addresses: pick(addresses, 0.35),
+      hostnames: pick(names, 0.3).map((name) => ({ name, resource: `httproute/ns/r${Math.floor(r() * 4)}` })),
+    });
+    const records = new DnsRecords("owner");
+    const current: DnsInput[] = [input(0), input(1), input(2)];
+    for (let step = 0; step < 200; step++) {
+      const x = r();
+      if (x < 0.5 && current.length) current[Math.floor(r() * current.length)] = input(step);
+      else if (x < 0.7) current.push(input(step));
+      else if (x < 0.9 && current.length) current.splice(Math.floor(r() * current.length), 1);
+      // else: the same inputs again
+      assert.deepEqual(records.update(current), reference(current, "owner"), `seed ${seed}, step ${step}`);
+    }
+  }
+});
+
+test("DnsRecords: an unchanged input set gives equal records and repeated inputs count once", () => {
+  const input: DnsInput = { gateway: "a/x", addresses: [{ type: "IPAddress", value: "10.0.0.1" }], hostnames: [{ name: "m.example.com", resource: "gateway/a/x" }] };
+  const records = new DnsRecords("o");
+  const first = records.update([input]);
+  const again = records.update([input, input]);
+  assert.deepEqual(again, first);
+  assert.notEqual(again, first, "each update returns its own array");
+  assert.deepEqual(records.update([]), []);
+  assert.deepEqual(records.update([input]), first);
 });

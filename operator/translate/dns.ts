@@ -61,64 +61,153 @@ export function ownershipValue(ownerId: string, resource: string | undefined): s
   return quoteTxt(labels.join(","));
 }
 
-interface Entry<T extends DnsRecord["type"]> {
-  name: string;
-  type: T;
+interface Requested {
   targets: Set<string>;
   resources: Set<string>;
 }
 
-/** Entries keyed by (name, type); targets and resources of repeated requests are merged. */
-class Entries<T extends DnsRecord["type"]> {
-  readonly byKey = new Map<string, Entry<T>>();
-  get(name: string, type: T): Entry<T> {
-    const key = `${name}\u0000${type}`;
-    let e = this.byKey.get(key);
-    if (!e) this.byKey.set(key, (e = { name, type, targets: new Set(), resources: new Set() }));
-    return e;
+/** What one input asks for: normalized name → record type → targets and resources. */
+type Contribution = Map<string, Map<DataType, Requested>>;
+
+function contributionOf(input: DnsInput): Contribution {
+  const out: Contribution = new Map();
+  const addresses: { type: DataType; target: string }[] = [];
+  for (const address of input.addresses) {
+    const type = recordType(address);
+    if (type) addresses.push({ type, target: type === "ALIAS" ? normalizeName(address.value) : address.value });
+  }
+  if (addresses.length === 0) return out;
+  for (const host of input.hostnames) {
+    const name = normalizeName(host.name);
+    // `*` alone (a listener with no hostname) is not a name we can publish.
+    if (name === "" || name === "*") continue;
+    let types = out.get(name);
+    if (!types) out.set(name, (types = new Map()));
+    for (const { type, target } of addresses) {
+      let r = types.get(type);
+      if (!r) types.set(type, (r = { targets: new Set(), resources: new Set() }));
+      r.targets.add(target);
+      r.resources.add(host.resource);
+    }
+  }
+  return out;
+}
+
+function compareRecords(a: DnsRecord, b: DnsRecord): number {
+  return compareStrings(a.name, b.name) || compareStrings(a.type, b.type);
+}
+
+/**
+ * The desired records for a set of inputs, kept up to date as inputs come and go. Inputs are
+ * taken as immutable and told apart by instance (the translator hands over the same DnsInput for
+ * a Gateway whose translation it reused), so an update re-merges only the names that the
+ * added or removed inputs ask for. The result never depends on the update history.
+ */
+export class DnsRecords {
+  private readonly ownerId: string;
+  private readonly contributions = new Map<DnsInput, Contribution>();
+  /** Normalized name → the contributions asking for it. */
+  private readonly byName = new Map<string, Set<Contribution>>();
+  /** Normalized name → its records (data records and their ownership TXTs), sorted. */
+  private readonly records = new Map<string, DnsRecord[]>();
+  /** Every record, sorted by (name, type). */
+  private sorted: DnsRecord[] = [];
+
+  constructor(ownerId: string) {
+    this.ownerId = ownerId;
+  }
+
+  update(inputs: readonly DnsInput[]): DnsRecord[] {
+    const next = new Set(inputs);
+    const affected = new Set<string>();
+    for (const [input, c] of this.contributions) {
+      if (next.has(input)) continue;
+      this.contributions.delete(input);
+      for (const name of c.keys()) {
+        affected.add(name);
+        const set = this.byName.get(name);
+        set?.delete(c);
+        if (set?.size === 0) this.byName.delete(name);
+      }
+    }
+    for (const input of next) {
+      if (this.contributions.has(input)) continue;
+      const c = contributionOf(input);
+      this.contributions.set(input, c);
+      for (const name of c.keys()) {
+        affected.add(name);
+        const set = this.byName.get(name);
+        if (set) set.add(c);
+        else this.byName.set(name, new Set([c]));
+      }
+    }
+    if (affected.size === 0) return [...this.sorted];
+
+    // Same record keys as before: replace in place; otherwise sort everything again.
+    let resort = false;
+    const replaced: DnsRecord[] = [];
+    for (const name of affected) {
+      const before = this.records.get(name) ?? [];
+      const after = this.merge(name);
+      if (after.length) this.records.set(name, after);
+      else this.records.delete(name);
+      if (before.length !== after.length || before.some((r, i) => compareRecords(r, after[i] as DnsRecord) !== 0)) resort = true;
+      else replaced.push(...after);
+    }
+    if (resort) {
+      this.sorted = [...this.records.values()].flat().sort(compareRecords);
+    } else {
+      for (const r of replaced) this.sorted[indexOf(this.sorted, r)] = r;
+    }
+    return [...this.sorted];
+  }
+
+  /** The records for one name from every contribution asking for it. */
+  private merge(name: string): DnsRecord[] {
+    const merged = new Map<DataType, Requested>();
+    for (const c of this.byName.get(name) ?? []) {
+      for (const [type, r] of c.get(name) ?? []) {
+        const m = merged.get(type);
+        if (!m) merged.set(type, { targets: new Set(r.targets), resources: new Set(r.resources) });
+        else {
+          for (const t of r.targets) m.targets.add(t);
+          for (const x of r.resources) m.resources.add(x);
+        }
+      }
+    }
+    const out: DnsRecord[] = [];
+    // One TXT per TXT name: an A and an ALIAS for the same name share `a-<name>`, so their
+    // resources are pooled and the value stays a single, deterministic string.
+    const owners = new Map<string, Set<string>>();
+    for (const [type, r] of merged) {
+      out.push({ name, type, targets: [...r.targets].sort(compareStrings), resources: [...r.resources].sort(compareStrings) });
+      const txtName = txtRecordName(name, type);
+      const pooled = owners.get(txtName);
+      if (pooled) for (const x of r.resources) pooled.add(x);
+      else owners.set(txtName, new Set(r.resources));
+    }
+    for (const [txtName, pooled] of owners) {
+      const resources = [...pooled].sort(compareStrings);
+      out.push({ name: txtName, type: "TXT", targets: [ownershipValue(this.ownerId, resources[0])], resources });
+    }
+    return out.sort(compareRecords);
   }
 }
 
-function toRecord(e: Entry<DnsRecord["type"]>): DnsRecord {
-  return {
-    name: e.name,
-    type: e.type,
-    targets: [...e.targets].sort(compareStrings),
-    resources: [...e.resources].sort(compareStrings),
-  };
+/** Position of a record with the same (name, type) in a sorted list (which must hold one). */
+function indexOf(sorted: readonly DnsRecord[], r: DnsRecord): number {
+  let lo = 0;
+  let hi = sorted.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (compareRecords(sorted[mid] as DnsRecord, r) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 export function desiredDnsRecords(inputs: readonly DnsInput[], ownerId: string): DnsRecord[] {
-  const data = new Entries<DataType>();
-  for (const input of inputs) {
-    for (const host of input.hostnames) {
-      const name = normalizeName(host.name);
-      // `*` alone (a listener with no hostname) is not a name we can publish.
-      if (name === "" || name === "*") continue;
-      for (const address of input.addresses) {
-        const type = recordType(address);
-        if (!type) continue;
-        const e = data.get(name, type);
-        e.targets.add(type === "ALIAS" ? normalizeName(address.value) : address.value);
-        e.resources.add(host.resource);
-      }
-    }
-  }
-
-  // One TXT per TXT name: an A and an ALIAS for the same name share `a-<name>`, so their
-  // resources are pooled and the value stays a single, deterministic string.
-  const txt = new Entries<"TXT">();
-  for (const record of data.byKey.values()) {
-    const t = txt.get(txtRecordName(record.name, record.type), "TXT");
-    for (const r of record.resources) t.resources.add(r);
-  }
-  for (const t of txt.byKey.values()) {
-    t.targets.add(ownershipValue(ownerId, [...t.resources].sort(compareStrings)[0]));
-  }
-
-  return [...data.byKey.values(), ...txt.byKey.values()]
-    .map(toRecord)
-    .sort((a, b) => compareStrings(a.name, b.name) || compareStrings(a.type, b.type));
+  return new DnsRecords(ownerId).update(inputs);
 }
 
 /** Joins a TXT value's quoted strings (`"a" "b"` → `ab`); an unquoted value is taken as is. */

@@ -1,18 +1,21 @@
 // translate(snapshot): the pure heart of Sluice. Given the same snapshot it always returns the
 // same result. A Translator instance additionally reuses each Gateway's previous result when
-// nothing that Gateway read has changed, which keeps a one-route change cheap at 10k routes;
-// that reuse never changes the output (tested against fresh translations).
-import { ROUTE_KINDS, type RouteKind } from "../api/kinds.ts";
-import { keyOf, objectKey, type BackendTLSPolicy, type Condition, type Gateway, type GatewayClass, type K8sObject } from "../api/objects.ts";
+// nothing that Gateway read has changed, and keeps the whole-world parts (route index, route
+// statuses, DNS records, merged clusters) up to date from what changed since its previous
+// snapshot, which keeps a one-route change cheap at 10k routes; that reuse never changes the
+// output (tested against fresh translations after random sequences of changes).
+import { keyOf, type BackendTLSPolicy, type Condition, type Gateway, type GatewayClass, type K8sObject } from "../api/objects.ts";
 import type { Snapshot } from "../store/snapshot.ts";
 import { BackendTLSPolicies } from "./backendtlspolicy.ts";
-import { desiredDnsRecords } from "./dns.ts";
+import { DnsRecords } from "./dns.ts";
+import { FirstById } from "./firstbyid.ts";
 import { evaluateClass, CONTROLLER_NAME, type ClassInfo } from "./gatewayclass.ts";
-import { translateGateway, type Addressing, type GatewayOptions, type GatewayResult, type ParentEntry, type RouteObj } from "./gateway.ts";
+import { translateGateway, type Addressing, type GatewayOptions, type GatewayResult, type RouteObj } from "./gateway.ts";
 import { buildMaglevTable, DEFAULT_MAGLEV_TABLE_SIZE, maglevHashKey } from "./maglev.ts";
 import type { CaBundle, Cluster, L4Backend, ObjectStatus, TlsCertificate, TranslateResult } from "./output.ts";
-import { defaultParentRef, isGatewayRef, parentRefsOf } from "./route.ts";
-import { Deps, sameItems, World } from "./world.ts";
+import { RouteIndex } from "./routeindex.ts";
+import { RouteStatuses, type GatewayResultChange } from "./routestatus.ts";
+import { Deps, World } from "./world.ts";
 
 export type { Addressing } from "./gateway.ts";
 
@@ -32,28 +35,28 @@ interface Memo {
   ack: string | undefined;
   deps: Deps;
   result: GatewayResult;
-}
-
-interface RouteStatusMemo {
-  route: K8sObject;
-  gateways: unknown;
-  entries: ParentEntry[];
-  status: ObjectStatus | undefined;
-  warnings: string[];
+  /** The Maglev tables of the result's L4 services, by maglevKey. */
+  maglev: [string, Uint32Array][];
 }
 
 const statusKey = (kind: string, key: string) => `${kind}/${key}`;
 
 export class Translator {
   private readonly opts: GatewayOptions;
-  private readonly dnsOwnerId: string;
   private readonly validations = new WeakMap<object, string[]>();
   private memo = new Map<string, Memo>();
   private classMemo = new Map<string, { gc: GatewayClass; configs: unknown; info: ClassInfo }>();
   private policiesMemo?: { policies: unknown; configMaps: unknown; value: BackendTLSPolicies };
-  private routeIndexMemo?: { colls: unknown[]; value: Map<string, RouteObj[]> };
+  private readonly dnsOwnerId: string;
+  private routeIndex = new RouteIndex();
+  private routeStatuses: RouteStatuses;
+  private dns: DnsRecords;
+  private world?: World;
+  private gatewaysMemo?: { coll: unknown; sorted: Gateway[] };
   private maglevCache = new Map<string, Uint32Array>();
-  private routeStatusMemo = new Map<string, RouteStatusMemo>();
+  private clusters = new FirstById<Cluster>();
+  private certificates = new FirstById<TlsCertificate>();
+  private caBundles = new FirstById<CaBundle>();
 
   constructor(options: TranslateOptions = {}) {
     this.opts = {
@@ -63,10 +66,38 @@ export class Translator {
       maglevTableSize: options.maglevTableSize ?? DEFAULT_MAGLEV_TABLE_SIZE,
     };
     this.dnsOwnerId = options.dnsOwnerId ?? "sluice";
+    this.routeStatuses = new RouteStatuses(this.opts.controllerName);
+    this.dns = new DnsRecords(this.dnsOwnerId);
   }
 
   translate(snapshot: Snapshot): TranslateResult {
-    const world = new World(snapshot, this.validations);
+    try {
+      return this.translateIncrementally(snapshot);
+    } catch (err) {
+      // The incremental state may be half updated: start the next call from scratch.
+      this.reset();
+      throw err;
+    }
+  }
+
+  private reset(): void {
+    this.memo = new Map();
+    this.classMemo = new Map();
+    this.policiesMemo = undefined;
+    this.routeIndex = new RouteIndex();
+    this.routeStatuses = new RouteStatuses(this.opts.controllerName);
+    this.dns = new DnsRecords(this.dnsOwnerId);
+    this.world = undefined;
+    this.gatewaysMemo = undefined;
+    this.maglevCache = new Map();
+    this.clusters = new FirstById<Cluster>();
+    this.certificates = new FirstById<TlsCertificate>();
+    this.caBundles = new FirstById<CaBundle>();
+  }
+
+  private translateIncrementally(snapshot: Snapshot): TranslateResult {
+    const world = new World(snapshot, this.validations, this.world);
+    this.world = world;
     const schemaErrors = (o: K8sObject) => world.schemaErrors(o);
     const warnings: string[] = [];
     const statuses = new Map<string, ObjectStatus>();
@@ -87,14 +118,14 @@ export class Translator {
     this.classMemo = nextClassMemo;
 
     const policies = this.policies(snapshot, schemaErrors);
-    const routesByGateway = this.routeIndex(snapshot);
+    const { byGateway: routesByGateway, changes: routeChanges } = this.routeIndex.update(snapshot);
 
     // Gateways, each reusing its previous result when nothing it read changed.
     const results: { key: string; gateway: Gateway; result: GatewayResult }[] = [];
     const nextMemo = new Map<string, Memo>();
     const usedMaglev = new Map<string, Uint32Array>();
     const maglev = (backends: L4Backend[]) => this.maglev(backends, usedMaglev);
-    for (const gw of [...snapshot.objects.Gateway.values()].sort(byKey)) {
+    for (const gw of this.sortedGateways(snapshot)) {
       const classInfo = classes.get(gw.spec?.gatewayClassName ?? "");
       if (!classInfo) continue;
       const key = keyOf(gw);
@@ -104,40 +135,43 @@ export class Translator {
       let memo: Memo;
       if (prev && prev.gateway === gw && prev.classInfo === classInfo && prev.ack === ack && sameRoutes(prev.routes, routes) && prev.deps.stillValid(world)) {
         memo = prev;
-        for (const s of memo.result.datapath?.l4 ?? []) usedMaglev.set(maglevKey(s.backends, this.opts.maglevTableSize), s.maglev);
+        for (const [k, table] of memo.maglev) usedMaglev.set(k, table);
       } else {
         const deps = new Deps();
         const result = translateGateway({ gateway: gw, classInfo, routes, world, deps, policies, opts: this.opts, maglev, ack });
-        memo = { gateway: gw, classInfo, routes, ack, deps, result };
+        const tables = (result.datapath?.l4 ?? []).map((s): [string, Uint32Array] => [maglevKey(s.backends, this.opts.maglevTableSize), s.maglev]);
+        memo = { gateway: gw, classInfo, routes, ack, deps, result, maglev: tables };
       }
       nextMemo.set(key, memo);
       results.push({ key, gateway: gw, result: memo.result });
       statuses.set(statusKey("Gateway", key), { kind: "Gateway", namespace: gw.metadata.namespace, name: gw.metadata.name, status: memo.result.status });
     }
+    // Gateways whose result is not the one of the previous tick: only routes they list (before or
+    // after) can have a different status.
+    const gatewayChanges: GatewayResultChange[] = [];
+    for (const [key, m] of nextMemo) {
+      const before = this.memo.get(key)?.result;
+      if (before !== m.result) gatewayChanges.push({ key, before, after: m.result });
+    }
+    for (const [key, m] of this.memo) if (!nextMemo.has(key)) gatewayChanges.push({ key, before: m.result, after: undefined });
     this.memo = nextMemo;
     this.maglevCache = usedMaglev;
 
-    this.routeStatuses(snapshot, results, statuses, warnings);
+    const resultsByKey = new Map(results.map(({ key, result }) => [key, result]));
+    this.routeStatuses.update(snapshot, this.routeIndex, resultsByKey, routeChanges, gatewayChanges, statuses, warnings);
     this.policyStatuses(policies, results, statuses);
 
-    const clusters = new Map<string, Cluster>();
-    const certificates = new Map<string, TlsCertificate>();
-    const caBundles = new Map<string, CaBundle>();
-    for (const { result } of results) {
-      for (const c of result.clusters) if (!clusters.has(c.id)) clusters.set(c.id, c);
-      for (const c of result.certificates) if (!certificates.has(c.id)) certificates.set(c.id, c);
-      for (const c of result.caBundles) if (!caBundles.has(c.id)) caBundles.set(c.id, c);
-    }
-
+    const items = <T>(pick: (r: GatewayResult) => readonly T[]) =>
+      gatewayChanges.map(({ key, before, after }) => ({ key, before: before ? pick(before) : [], after: after ? pick(after) : [] }));
     return {
       statuses,
       services: results.flatMap(({ result }) => (result.service ? [result.service] : [])),
-      dns: desiredDnsRecords(results.flatMap(({ result }) => (result.dns ? [result.dns] : [])), this.dnsOwnerId),
+      dns: this.dns.update(results.flatMap(({ result }) => (result.dns ? [result.dns] : []))),
       datapath: {
         gateways: results.flatMap(({ result }) => (result.datapath ? [result.datapath] : [])),
-        clusters: [...clusters.values()].sort((a, b) => (a.id < b.id ? -1 : 1)),
-        certificates: [...certificates.values()].sort((a, b) => (a.id < b.id ? -1 : 1)),
-        caBundles: [...caBundles.values()].sort((a, b) => (a.id < b.id ? -1 : 1)),
+        clusters: this.clusters.update(items((r) => r.clusters)),
+        certificates: this.certificates.update(items((r) => r.certificates)),
+        caBundles: this.caBundles.update(items((r) => r.caBundles)),
       },
       warnings,
     };
@@ -151,79 +185,11 @@ export class Translator {
     return value;
   }
 
-  /** Gateway key → the routes whose parentRefs name it (route order: kind, then key). */
-  private routeIndex(snapshot: Snapshot): Map<string, RouteObj[]> {
-    const colls = ROUTE_KINDS.map((k) => snapshot.objects[k]);
-    const m = this.routeIndexMemo;
-    if (m && sameItems(m.colls, colls)) return m.value;
-    const index = new Map<string, RouteObj[]>();
-    for (const kind of ROUTE_KINDS) {
-      const coll = snapshot.objects[kind] as ReadonlyMap<string, K8sObject>;
-      // Collection order is stable across snapshots; every output derived from this index is
-      // sorted by its own full key, so no sort is needed here.
-      for (const [key, route] of coll) {
-        const seen = new Set<string>();
-        for (const raw of parentRefsOf(route)) {
-          const ref = defaultParentRef(raw, route.metadata.namespace ?? "default");
-          if (!isGatewayRef(ref)) continue;
-          const gwKey = objectKey(ref.namespace, ref.name);
-          if (seen.has(gwKey)) continue;
-          seen.add(gwKey);
-          const ro = { kind, key, route } as RouteObj;
-          const list = index.get(gwKey);
-          if (list) list.push(ro);
-          else index.set(gwKey, [ro]);
-        }
-      }
-    }
-    this.routeIndexMemo = { colls, value: index };
-    return index;
-  }
-
-  private routeStatuses(snapshot: Snapshot, results: { key: string; result: GatewayResult }[], statuses: Map<string, ObjectStatus>, warnings: string[]): void {
-    const parents = new Map<string, ParentEntry[]>();
-    for (const { result } of results) {
-      for (const [rk, entries] of result.routeParents) {
-        const list = parents.get(rk);
-        if (list) list.push(...entries);
-        else parents.set(rk, [...entries]);
-      }
-    }
-    const gateways = snapshot.objects.Gateway;
-    const next = new Map<string, RouteStatusMemo>();
-    for (const kind of ROUTE_KINDS) {
-      for (const [key, route] of snapshot.objects[kind as RouteKind] as ReadonlyMap<string, K8sObject>) {
-        const sk = statusKey(kind, key);
-        const ours = (parents.get(sk) ?? []).sort((a, b) => a.index - b.index);
-        const prev = this.routeStatusMemo.get(sk);
-        let memo: RouteStatusMemo;
-        if (prev && prev.route === route && prev.gateways === gateways && sameItems(prev.entries, ours)) memo = prev;
-        else {
-          const missing: string[] = [];
-          for (const raw of parentRefsOf(route)) {
-            const ref = defaultParentRef(raw, route.metadata.namespace ?? "default");
-            if (isGatewayRef(ref) && !gateways.has(objectKey(ref.namespace, ref.name))) {
-              missing.push(`${kind} ${key}: parentRef Gateway ${objectKey(ref.namespace, ref.name)} does not exist`);
-            }
-          }
-          let status: ObjectStatus | undefined;
-          if (ours.length) {
-            // Entries written by other controllers stay as they are.
-            const prevParents = (route.status as { parents?: { controllerName?: string }[] } | undefined)?.parents;
-            const others = Array.isArray(prevParents) ? prevParents.filter((p) => p?.controllerName !== this.opts.controllerName) : [];
-            status = {
-              kind, namespace: route.metadata.namespace, name: route.metadata.name,
-              status: { parents: [...ours.map((e) => e.status), ...others] },
-            };
-          }
-          memo = { route, gateways, entries: ours, status, warnings: missing };
-        }
-        next.set(sk, memo);
-        warnings.push(...memo.warnings);
-        if (memo.status) statuses.set(sk, memo.status);
-      }
-    }
-    this.routeStatusMemo = next;
+  /** Gateways in key order (re-sorted only when the collection changes). */
+  private sortedGateways(snapshot: Snapshot): Gateway[] {
+    const coll = snapshot.objects.Gateway;
+    if (this.gatewaysMemo?.coll !== coll) this.gatewaysMemo = { coll, sorted: [...coll.values()].sort(byKey) };
+    return this.gatewaysMemo.sorted;
   }
 
   private policyStatuses(policies: BackendTLSPolicies, results: { key: string; gateway: Gateway; result: GatewayResult }[], statuses: Map<string, ObjectStatus>): void {
@@ -267,6 +233,7 @@ export class Translator {
 }
 
 function sameRoutes(a: readonly RouteObj[], b: readonly RouteObj[]): boolean {
+  if (a === b) return true;
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if ((a[i] as RouteObj).route !== (b[i] as RouteObj).route) return false;
   return true;
