@@ -136,6 +136,11 @@ test("a config the node cannot serve is NACKed: the Gateway does not turn Progra
     const admin = node.adminAddress();
     assert.ok(admin);
     assert.equal((await send({ address: admin.host, port: admin.port, path: "/readyz" })).status, 503, "not ready without a served config");
+    // The Gateway's owner sees why: an Event on the Gateway.
+    const rejected = (): boolean => c.fake.list("v1", "Event", "app").some((e) =>
+      (e as { reason?: string; involvedObject?: { kind?: string; name?: string } }).reason === "DatapathRejected" &&
+      (e as { involvedObject?: { kind?: string; name?: string } }).involvedObject?.name === "gw");
+    assert.ok(await until(rejected, 10_000), "a DatapathRejected Event on the Gateway");
   } finally {
     sub.unsubscribe();
     await node?.stop(500);

@@ -49,6 +49,8 @@ export interface SinkContext {
   log: Logger;
   metrics: OperatorMetrics;
   isLeader(): boolean;
+  /** The datapath distribution server, when there is one (its NACKs become Events). */
+  distribution?: DistributionServer;
 }
 
 export interface LeaderElectionConfig {
@@ -116,7 +118,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
 
   let elector: LeaderElector | undefined;
   const isLeader = (): boolean => (elector ? elector.isLeader() : true);
-  const ctx: SinkContext = { kubeConfig: opts.kubeConfig, api, log, metrics, isLeader };
+  const ctx: SinkContext = { kubeConfig: opts.kubeConfig, api, log, metrics, isLeader, ...(opts.distribution ? { distribution: opts.distribution } : {}) };
   const sinks = [
     ...(typeof opts.sinks === "function" ? opts.sinks(ctx) : (opts.sinks ?? [])),
     ...(opts.distribution ? [distributionSink(opts.distribution)] : []),
