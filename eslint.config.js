@@ -3,7 +3,7 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["node_modules/**", "**/testdata/**"] },
+  { ignores: ["node_modules/**", "**/testdata/**", ".scratch/**"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

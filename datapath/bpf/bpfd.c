@@ -17,6 +17,7 @@
 #include <net/if.h>
 #include <sched.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -214,9 +215,10 @@ static int upsert_batch(int m, const char *keys, const char *vals, __u32 n, __u3
 static int delete_each(int m, const char *keys, __u32 n, __u32 *done)
 {
 	*done = 0;
-	if (n > 1 && m != M_MAGLEV) {
+	if (n > 1) {
 		/* One syscall when every key exists; the kernel stops at the first missing one, and the
-		 * per-key loop below finishes from there (missing keys are fine). */
+		 * per-key loop below finishes from there (missing keys are fine). For the Maglev
+		 * map-of-maps this matters most: each syscall waits for an RCU grace period. */
 		LIBBPF_OPTS(bpf_map_batch_opts, bo);
 		__u32 count = n;
 		if (bpf_map_delete_batch(map_fd[m], keys, &count, &bo) == 0) {
@@ -256,7 +258,8 @@ static size_t mmap_len(__u32 m)
 	return ((size_t)m * MAGLEV_STRIDE + page - 1) / page * page;
 }
 
-static int maglev_set(__u32 svc, __u32 m, const __u32 *table)
+/* A new inner table, filled: its fd in *out. Swapped in by the caller. */
+static int maglev_fill(__u32 svc, __u32 m, const __u32 *table, int *out)
 {
 	if (m != maglev_m)
 		return fail(-EINVAL, "service %u: Maglev table has %u entries, the maps use M=%u", svc, m, maglev_m);
@@ -274,12 +277,37 @@ static int maglev_set(__u32 svc, __u32 m, const __u32 *table)
 	for (__u32 i = 0; i < m; i++)
 		slots[(size_t)i * (MAGLEV_STRIDE / 4)] = table[i];
 	munmap(mem, mmap_len(m));
-	/* The swap: one update of the outer map; the old table goes away with its last reference. */
-	int err = bpf_map_update_elem(map_fd[M_MAGLEV], &svc, &fd, BPF_ANY);
-	int e = errno;
-	close(fd);
-	if (err < 0)
-		return fail(-e, "service %u: swapping in the Maglev table failed: %s", svc, strerror(e));
+	*out = fd;
+	return 0;
+}
+
+/* Table swaps handled in one batch: an update of a map-of-maps waits for an RCU grace period
+ * (about 10 ms on a small VM) per syscall, so one syscall per service made 1,000 swaps take 10 s. */
+#define MAGLEV_RUN 1024
+
+/* Swaps n filled tables into the outer map, in order; *done = how many are in. The old tables go
+ * away with their last reference. */
+static int maglev_swap(const __u32 *svcs, const __u32 *fds, __u32 n, __u32 *done)
+{
+	*done = 0;
+	if (n == 0)
+		return 0;
+	LIBBPF_OPTS(bpf_map_batch_opts, bo, .elem_flags = BPF_ANY);
+	__u32 count = n;
+	if (bpf_map_update_batch(map_fd[M_MAGLEV], svcs, fds, &count, &bo) == 0) {
+		*done = n;
+		return 0;
+	}
+	if (errno != EINVAL && errno != ENOTSUP && errno != EOPNOTSUPP) {
+		*done = count <= n ? count : 0;
+		return fail(-errno, "service %u: swapping in the Maglev table failed: %s", svcs[*done], strerror(errno));
+	}
+	/* No batch support for map-of-maps on this kernel: one update each. */
+	for (__u32 i = 0; i < n; i++) {
+		if (bpf_map_update_elem(map_fd[M_MAGLEV], &svcs[i], &fds[i], BPF_ANY) < 0)
+			return fail(-errno, "service %u: swapping in the Maglev table failed: %s", svcs[i], strerror(errno));
+		*done = i + 1;
+	}
 	return 0;
 }
 
@@ -358,21 +386,49 @@ static void cmd_apply(struct in *in)
 			break;
 		}
 		case OP_MAGLEV_SET: {
-			__u32 svc, mm;
-			if (in_u32(in, &svc) < 0 || in_u32(in, &mm) < 0)
-				goto truncated;
-			const __u32 *table = in_take(in, (size_t)mm * 4);
-			if (!table)
-				goto truncated;
-			/* The bytes may be unaligned in the request buffer. */
-			__u32 *copy = malloc((size_t)mm * 4 + 4);
-			if (!copy) {
-				err = fail(-ENOMEM, "out of memory");
-				break;
+			/* This op and the MAGLEV_SET ops right after it: every table is built first, then
+			 * all are swapped in by one batch. A failure reports the op it happened at; the ops
+			 * before it are in, as with one op at a time. */
+			static __u32 svcs[MAGLEV_RUN], fds[MAGLEV_RUN];
+			__u32 first = i, k = 0;
+			bool bad_request = false;
+			for (;;) {
+				__u32 svc, mm;
+				const __u32 *table = NULL;
+				if (in_u32(in, &svc) < 0 || in_u32(in, &mm) < 0 || !(table = in_take(in, (size_t)mm * 4))) {
+					bad_request = true;
+					break;
+				}
+				/* The bytes may be unaligned in the request buffer. */
+				__u32 *copy = malloc((size_t)mm * 4 + 4);
+				if (!copy) {
+					err = fail(-ENOMEM, "out of memory");
+					break;
+				}
+				memcpy(copy, table, (size_t)mm * 4);
+				int fd = -1;
+				err = maglev_fill(svc, mm, copy, &fd);
+				free(copy);
+				if (err)
+					break;
+				svcs[k] = svc;
+				fds[k] = (__u32)fd;
+				k++;
+				if (k == MAGLEV_RUN || i + 1 >= nops || in->left == 0 || *(const __u8 *)in->p != OP_MAGLEV_SET)
+					break;
+				in_take(in, 1);
+				i++;
 			}
-			memcpy(copy, table, (size_t)mm * 4);
-			err = maglev_set(svc, mm, copy);
-			free(copy);
+			__u32 in_place = 0;
+			int serr = maglev_swap(svcs, fds, k, &in_place);
+			for (__u32 j = 0; j < k; j++)
+				close((int)fds[j]);
+			if (serr) {
+				err = serr;
+				i = first + in_place;
+			}
+			if (bad_request && !err)
+				goto truncated;
 			break;
 		}
 		case OP_MAGLEV_DEL: {
