@@ -340,6 +340,18 @@ describe("eBPF datapath between network namespaces", { skip, timeout: 60_000 }, 
     assert.ok((await client.call({ op: "tcp", host: VIP, port: 80 })).ok);
   });
 
+  test("consecutive Maglev swaps and deletions (one batch each) land exactly, missing keys included", async () => {
+    const tables = [11, 12, 13].map((id) => ({ id, table: Uint32Array.from({ length: M }, (_, i) => (i % 3 === 0 ? 0xffffffff : i % 2)) }));
+    tables[1]?.table.fill(1);
+    await dp.apply(tables.map((t) => ({ op: "maglev-upsert" as const, serviceId: t.id, table: t.table })));
+    let st = await dp.read();
+    for (const t of tables) assert.deepEqual(st.maglev.get(t.id), t.table, `service ${t.id}`);
+    await dp.apply([11, 999, 13].map((id) => ({ op: "maglev-delete" as const, serviceId: id })));
+    st = await dp.read();
+    assert.deepEqual([11, 12, 13].filter((id) => st.maglev.has(id)), [12]);
+    await dp.apply([{ op: "maglev-delete", serviceId: 12 }]);
+  });
+
   test("apply rejects a bad op saying which, keeping the ops before it", async () => {
     await assert.rejects(
       dp.apply([
