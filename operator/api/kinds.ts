@@ -24,12 +24,14 @@ import { validateGatewayClassConfig } from "./gatewayclassconfig.ts";
 
 export const GATEWAY_GROUP = "gateway.networking.k8s.io";
 export const SLUICE_GROUP = "sluice.dev";
+export const CERT_MANAGER_GROUP = "cert-manager.io";
 
 export type KindName =
   | "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" | "TLSRoute" | "TCPRoute" | "UDPRoute"
   | "ReferenceGrant" | "BackendTLSPolicy"
   | "Service" | "EndpointSlice" | "Secret" | "ConfigMap" | "Namespace"
-  | "GatewayClassConfig";
+  | "GatewayClassConfig"
+  | "Certificate";
 
 export type RouteKind = "HTTPRoute" | "GRPCRoute" | "TLSRoute" | "TCPRoute" | "UDPRoute";
 export const ROUTE_KINDS: readonly RouteKind[] = ["HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute"];
@@ -109,7 +111,19 @@ export const KINDS: Readonly<Record<KindName, KindInfo>> = {
     kind: "GatewayClassConfig", group: SLUICE_GROUP, versions: ["v1alpha1"], namespaced: true, plural: "gatewayclassconfigs",
     validate: (version) => (obj) => version === "v1alpha1" ? validateGatewayClassConfig(obj.spec) : [`apiVersion ${obj.apiVersion} is not served`],
   },
+  // cert-manager's, read when its CRD exists: a listener whose Secret a Certificate is still
+  // issuing says so instead of only "does not exist". Only the fields Sluice reads are checked.
+  Certificate: {
+    kind: "Certificate", group: CERT_MANAGER_GROUP, versions: ["v1"], namespaced: true, plural: "certificates",
+    validate: (version) => (obj) => version !== "v1" ? [`apiVersion ${obj.apiVersion} is not served`] : validateCertificate(obj),
+  },
 };
+
+function validateCertificate(obj: K8sObject): string[] {
+  const spec = obj.spec as { secretName?: unknown } | undefined;
+  if (typeof spec !== "object" || spec === null) return ["spec: must be an object"];
+  return typeof spec.secretName === "string" && spec.secretName !== "" ? [] : ["spec.secretName: must be a non-empty string"];
+}
 
 export const KIND_NAMES = Object.keys(KINDS) as KindName[];
 

@@ -90,6 +90,9 @@ export interface ConfigMap extends K8sObject {
 }
 export type Namespace = K8sObject;
 
+/** cert-manager's Certificate: the fields Sluice reads. */
+export type Certificate = K8sObject<{ secretName: string }, { conditions?: { type: string; status: string; reason?: string; message?: string }[] }>;
+
 /** `namespace/name` for namespaced objects, `name` for cluster-scoped ones. */
 export function objectKey(namespace: string | undefined, name: string): string {
   return namespace ? `${namespace}/${name}` : name;

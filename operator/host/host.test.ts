@@ -2,7 +2,7 @@
 // election, admin endpoints) against the in-repo fake API server.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startFakeApiServer, gatewayApiCrds, sluiceCrds, type FakeApiServer, type K8sObjectLike } from "../fakeapi/server.ts";
+import { startFakeApiServer, certManagerCrds, gatewayApiCrds, sluiceCrds, type FakeApiServer, type K8sObjectLike } from "../fakeapi/server.ts";
 import { crd } from "../fakeapi/crds.ts";
 import { captureLog, gateway, gatewayClass, httpRoute, kubeConfigFor, ns, service, until, type CapturedLog } from "../sources/kubetestkit.ts";
 import * as grpc from "@grpc/grpc-js";
@@ -344,6 +344,34 @@ test("an admin port in use fails start-up with a clear error", async () => {
     assert.equal(fake.requests.length, 0);
   } finally {
     await new Promise((r) => blocker.close(r));
+    await fake.close();
+  }
+});
+
+test("cert-manager: a listener whose Secret a Certificate is still issuing says so; the Certificate CRD installed later is picked up", async () => {
+  const fake = await fakeCluster();
+  const gw = gateway("app", "tls-gw");
+  fake.apply({ ...gw, spec: { ...gw.spec, listeners: [{ name: "https", protocol: "HTTPS", port: 443, tls: { certificateRefs: [{ name: "app-tls" }] } }] } });
+  const { op } = await operator(fake);
+  const listenerRefs = (): Cond | undefined => {
+    const listeners = (statusOf(fake, "Gateway", "app", "tls-gw") as { listeners?: { name: string; conditions?: Cond[] }[] }).listeners;
+    return cond(listeners?.find((l) => l.name === "https")?.conditions, "ResolvedRefs");
+  };
+  const message = (): string => (listenerRefs() as (Cond & { message?: string }) | undefined)?.message ?? "";
+  try {
+    await op.ready;
+    assert.ok(await until(() => listenerRefs()?.reason === "InvalidCertificateRef"), JSON.stringify(statusOf(fake, "Gateway", "app", "tls-gw")));
+    assert.doesNotMatch(message(), /cert-manager/);
+    // cert-manager is installed, and starts issuing the Secret.
+    for (const c of certManagerCrds()) fake.apply(c as K8sObjectLike);
+    fake.apply({
+      apiVersion: "cert-manager.io/v1", kind: "Certificate", metadata: { namespace: "app", name: "app" },
+      spec: { secretName: "app-tls", issuerRef: { name: "le", kind: "ClusterIssuer" } },
+      status: { conditions: [{ type: "Ready", status: "False", reason: "Issuing", message: "waiting for the ACME order" }] },
+    });
+    assert.ok(await until(() => /cert-manager Certificate app\/app \(Ready=False, Issuing: waiting for the ACME order\) has not issued it yet/.test(message()), 10_000), message());
+  } finally {
+    await op.stop();
     await fake.close();
   }
 });

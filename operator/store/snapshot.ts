@@ -6,7 +6,7 @@ import {
   keyOf,
   type BackendTLSPolicy, type ConfigMap, type EndpointSlice, type Gateway, type GatewayClass, type GatewayClassConfig,
   type GRPCRoute, type HTTPRoute, type K8sObject, type Namespace, type ReferenceGrant, type Secret, type Service,
-  type TCPRoute, type TLSRoute, type UDPRoute,
+  type TCPRoute, type TLSRoute, type UDPRoute, type Certificate,
 } from "../api/objects.ts";
 
 export interface ObjectsByKind {
@@ -25,6 +25,7 @@ export interface ObjectsByKind {
   ConfigMap: ConfigMap;
   Namespace: Namespace;
   GatewayClassConfig: GatewayClassConfig;
+  Certificate: Certificate;
 }
 
 /** Per kind: `namespace/name` (or `name`) → object. */

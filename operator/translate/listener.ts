@@ -204,7 +204,7 @@ function resolveCertificates(gw: Gateway, refs: readonly SecretRef[], world: Wor
     }
     const secret = world.get(deps, "Secret", key);
     if (!secret) {
-      fail({ reason: Reason.InvalidCertificateRef, message: `Secret ${key} does not exist` });
+      fail({ reason: Reason.InvalidCertificateRef, message: `Secret ${key} does not exist${pendingIssuance(ns, ref.name, world, deps)}` });
       continue;
     }
     const checked = checkTlsSecret(secret);
@@ -215,6 +215,23 @@ function resolveCertificates(gw: Gateway, refs: readonly SecretRef[], world: Wor
     valid.push(key);
   }
   return failure ? { valid, failure } : { valid };
+}
+
+/**
+ * When a cert-manager Certificate in the namespace is to write the missing Secret: says which, and
+ * why it has not yet (its Ready condition), so a user waiting on ACME sees that, not a typo hunt.
+ */
+function pendingIssuance(ns: string, secretName: string, world: World, deps: Deps): string {
+  const certs = world.snapshot.objects.Certificate;
+  deps.recordCollection("Certificate", certs);
+  const issuers: string[] = [];
+  for (const c of certs.values()) {
+    if ((c.metadata.namespace ?? "default") !== ns || c.spec?.secretName !== secretName || world.schemaErrors(c).length) continue;
+    const ready = Array.isArray(c.status?.conditions) ? c.status.conditions.find((x) => x?.type === "Ready") : undefined;
+    const why = ready && ready.status !== "True" ? ` (Ready=${ready.status}${ready.reason ? `, ${ready.reason}` : ""}${ready.message ? `: ${ready.message}` : ""})` : "";
+    issuers.push(`${objectKey(ns, c.metadata.name)}${why}`);
+  }
+  return issuers.length ? `; cert-manager Certificate ${issuers.sort().join(", ")} has not issued it yet` : "";
 }
 
 type ValidationResult = { ok?: NonNullable<ListenerTLS["clientValidation"]>; failure?: Failure };
