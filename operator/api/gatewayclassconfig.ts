@@ -2,6 +2,7 @@
 // schema below is the single source of truth: the CRD in crds/ is generated from it
 // (`npm run crds`) and the translator validates objects read from files with it, so a folder of
 // manifests is held to what the API server would enforce.
+import { isIP } from "node:net";
 import { Ajv } from "ajv";
 
 export interface NlbHealthCheck {
@@ -113,12 +114,50 @@ export const gatewayClassConfigSpecSchema = {
 const ajv = new Ajv({ allErrors: true, strict: false });
 const validateSpec = ajv.compile(gatewayClassConfigSpecSchema);
 
-/** Returns human-readable schema errors for a GatewayClassConfig spec (empty when valid). */
+/**
+ * Returns human-readable errors for a GatewayClassConfig spec (empty when valid): the schema, then
+ * what the API server would refuse in the generated Service (CIDRs, label and annotation names)
+ * and a CRD schema cannot say, so a typo is InvalidParameters on the class, not a failed apply.
+ */
 export function validateGatewayClassConfig(spec: unknown): string[] {
-  if (validateSpec(spec ?? {})) return [];
-  return (validateSpec.errors ?? []).map((e) => {
-    const path = ["spec", ...e.instancePath.split("/").filter(Boolean)].join(".");
-    const extra = e.keyword === "additionalProperties" ? ` (${String((e.params as { additionalProperty?: string }).additionalProperty)})` : "";
-    return `${path}: ${e.message ?? "invalid"}${extra}`;
-  });
+  if (!validateSpec(spec ?? {})) {
+    return (validateSpec.errors ?? []).map((e) => {
+      const path = ["spec", ...e.instancePath.split("/").filter(Boolean)].join(".");
+      const extra = e.keyword === "additionalProperties" ? ` (${String((e.params as { additionalProperty?: string }).additionalProperty)})` : "";
+      return `${path}: ${e.message ?? "invalid"}${extra}`;
+    });
+  }
+  const service = (spec as GatewayClassConfigSpec | undefined)?.service;
+  const errors: string[] = [];
+  for (const [i, cidr] of (service?.loadBalancerSourceRanges ?? []).entries()) {
+    if (!isCidr(cidr)) errors.push(`spec.service.loadBalancerSourceRanges.${i}: ${JSON.stringify(cidr)} is not a CIDR`);
+  }
+  for (const [what, map] of [["labels", service?.labels], ["annotations", service?.annotations]] as const) {
+    for (const [k, v] of Object.entries(map ?? {})) {
+      if (!isQualifiedName(k)) errors.push(`spec.service.${what}: ${JSON.stringify(k)} is not a valid ${what === "labels" ? "label" : "annotation"} name`);
+      if (what === "labels" && !LABEL_VALUE.test(v)) errors.push(`spec.service.labels.${k}: ${JSON.stringify(v)} is not a valid label value`);
+    }
+  }
+  return errors;
+}
+
+// Kubernetes' qualified names: an optional DNS-subdomain prefix and "/", then 1-63 characters.
+const NAME_PART = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
+
+function isQualifiedName(key: string): boolean {
+  const slash = key.lastIndexOf("/");
+  if (slash < 0) return NAME_PART.test(key);
+  const prefix = key.slice(0, slash);
+  return prefix.length <= 253 && DNS_SUBDOMAIN.test(prefix) && NAME_PART.test(key.slice(slash + 1));
+}
+
+function isCidr(text: string): boolean {
+  const slash = text.indexOf("/");
+  if (slash < 0) return false;
+  const addr = text.slice(0, slash);
+  const bits = text.slice(slash + 1);
+  const family = isIP(addr);
+  return family !== 0 && /^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128);
 }
