@@ -154,13 +154,24 @@ export async function runOperatorBench(o: OperatorBenchOptions): Promise<Operato
       const tLast = performance.now();
       log(`operator.bench: written in ${((tLast - t0) / 1000).toFixed(2)} s; waiting for the statuses`);
 
-      // Checked incrementally: a route once done stays done (nothing else changes it).
-      let pending = routes.map((r) => r.metadata);
+      // Watching the API server's request log, not reading every route on every poll (a read is a
+      // deep copy in the fake server, which shares this process's CPU): a route is a candidate
+      // once a status write for it succeeded; candidates are read once to check they are Accepted.
+      const pathOf = (m: K8sObjectLike["metadata"]): string => `${collectionPath({ apiVersion: GW_API, kind: "HTTPRoute", metadata: m } as K8sObjectLike)}/${m.name as string}`;
+      let pending = new Map(routes.map((r) => [pathOf(r.metadata), r.metadata]));
+      let seen = first;
+      const written = new Set<string>();
       const allDone = (): boolean => {
-        pending = pending.filter((m) => !routeDone(fake.get(GW_API, "HTTPRoute", m.namespace, m.name as string)));
-        return pending.length === 0 && gateways.reduce((n, g) => n + attachedRoutes(fake.get(GW_API, "Gateway", "infra", g)), 0) === o.routes;
+        const reqs = fake.requests;
+        for (; seen < reqs.length; seen++) {
+          const r = reqs[seen] as (typeof reqs)[number];
+          if (r.subresource === "status" && r.status === 200 && (r.method === "PUT" || r.method === "PATCH")) written.add(r.path.replace(/\/status$/, ""));
+        }
+        if (![...pending.keys()].every((k) => written.has(k))) return false;
+        pending = new Map([...pending].filter(([, m]) => !routeDone(fake.get(GW_API, "HTTPRoute", m.namespace, m.name as string))));
+        return pending.size === 0 && gateways.reduce((n, g) => n + attachedRoutes(fake.get(GW_API, "Gateway", "infra", g)), 0) === o.routes;
       };
-      await waitFor(`every route status (${o.routes})`, allDone, timeoutMs, () => `${pending.length} routes pending\n${stderr}`, child);
+      await waitFor(`every route status (${o.routes})`, allDone, timeoutMs, () => `${pending.size} routes pending\n${stderr}`, child);
       const settleMs = performance.now() - tLast;
       // Whatever the operator still writes after settling counts too: a short quiet period.
       await sleep(500);
@@ -207,6 +218,6 @@ async function waitFor(what: string, done: () => boolean, timeoutMs: number, dia
     if (done()) return;
     if (child.exitCode !== null) throw new Error(`sluice operator exited (${child.exitCode}) while waiting for ${what}:\n${diagnosis()}`);
     if (performance.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}:\n${diagnosis()}`);
-    await sleep(20);
+    await sleep(50);
   }
 }

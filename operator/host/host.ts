@@ -14,7 +14,7 @@ import { createStore } from "../store/store.ts";
 import type { Snapshot } from "../store/snapshot.ts";
 import { Translator, type TranslateOptions } from "../translate/translate.ts";
 import type { TranslateResult } from "../translate/output.ts";
-import { statusLines } from "../run/report.ts";
+import { statusLines, type Reported } from "../run/report.ts";
 import { startAdmin, type AdminChecks, type AdminServer } from "../shell/admin.ts";
 import { LeaderElector } from "../shell/leader.ts";
 import { OperatorMetrics } from "../shell/metrics.ts";
@@ -103,6 +103,12 @@ export interface RunningOperator {
   stop(opts?: { releaseLease?: boolean }): Promise<void>;
 }
 
+/**
+ * A cluster changes in bursts (a GitOps sync, our own status writes echoed back by the watch):
+ * one snapshot per 50 ms bounds the per-tick passes over every object, at a cost no user notices.
+ */
+const DEFAULT_COALESCE_MS = 50;
+
 export async function startOperator(opts: OperatorOptions): Promise<RunningOperator> {
   const log = opts.log;
   const api = kubeApi(opts.kubeConfig);
@@ -155,9 +161,9 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
       if (e.type === "ERROR") log.warn({ source: e.source }, e.error.message);
     }),
   );
-  const reported = new Map<string, string>();
+  const reported: Reported = new Map();
   let warned = new Set<string>();
-  const sub: Subscription = createStore(events$, { coalesceMs: opts.coalesceMs ?? 10, sources: kubeSourceNames(kinds), ...(acks$ ? { acks$ } : {}) })
+  const sub: Subscription = createStore(events$, { coalesceMs: opts.coalesceMs ?? DEFAULT_COALESCE_MS, sources: kubeSourceNames(kinds), ...(acks$ ? { acks$ } : {}) })
     .pipe(
       map((snapshot): Update => {
         const t0 = performance.now();

@@ -9,10 +9,19 @@ function conds(list: unknown): string {
   return cs.map((c) => (c.status === "True" ? `${c.type}` : `${c.type}=${c.status} (${c.reason}${c.message ? `: ${c.message}` : ""})`)).join(", ");
 }
 
-/** Summary lines for the statuses that differ from what was last reported; updates `reported`. */
-export function statusLines(result: TranslateResult, reported: Map<string, string>): string[] {
+/** What was last reported per object: the status it was computed from, and its line. */
+export type Reported = Map<string, { status: unknown; line: string }>;
+
+/**
+ * Summary lines for the statuses that differ from what was last reported; updates `reported`.
+ * The translator keeps an unchanged status the same instance, so only changed ones are
+ * summarized again: this runs every tick, over every object.
+ */
+export function statusLines(result: TranslateResult, reported: Reported): string[] {
   const out: string[] = [];
   for (const [key, s] of result.statuses) {
+    const prev = reported.get(key);
+    if (prev?.status === s.status) continue;
     let line: string;
     if (s.kind === "Gateway") {
       const st = s.status as { conditions?: unknown; listeners?: { name: string; attachedRoutes: number; conditions: unknown }[] };
@@ -28,12 +37,10 @@ export function statusLines(result: TranslateResult, reported: Map<string, strin
       const all = [...parents, ...ancestors];
       line = `${s.kind} ${s.namespace}/${s.name}: ${all.length ? all.join("; ") : "not attached to any Gateway"}`;
     }
-    if (reported.get(key) !== line) {
-      reported.set(key, line);
-      out.push(line);
-    }
+    reported.set(key, { status: s.status, line });
+    if (prev?.line !== line) out.push(line);
   }
-  for (const key of [...reported.keys()]) if (!result.statuses.has(key)) reported.delete(key);
+  for (const key of reported.keys()) if (!result.statuses.has(key)) reported.delete(key);
   return out;
 }
 

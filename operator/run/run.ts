@@ -12,7 +12,7 @@ import { Translator } from "../translate/translate.ts";
 import type { TranslateResult } from "../translate/output.ts";
 import { proxyConfigFrom, type ProxyConfig } from "../../datapath/proxy/config.ts";
 import { startDataplane, type Dataplane } from "../../datapath/proxy/workers.ts";
-import { statusLines } from "./report.ts";
+import { statusLines, type Reported } from "./report.ts";
 import { startL4, type L4Host } from "../../datapath/agent/host.ts";
 
 export interface RunOptions {
@@ -59,7 +59,7 @@ export async function startRun(opts: RunOptions): Promise<Running> {
   const l4: L4Host = startL4({ log, portOffset: opts.portOffset, enabled: opts.l4 ?? true, ...(opts.bpfPinDir ? { pinDir: opts.bpfPinDir } : {}) });
   let markReady: () => void = () => undefined;
   const ready = new Promise<void>((r) => (markReady = r));
-  const reported = new Map<string, string>();
+  const reported: Reported = new Map();
 
   const apply = async (version: number, result: TranslateResult): Promise<void> => {
     for (const line of statusLines(result, reported)) log.info(line);
