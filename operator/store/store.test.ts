@@ -114,6 +114,20 @@ test("unchanged collections and objects keep their identity across snapshots", (
   assert.deepEqual(v1.objects.HTTPRoute.get("apps/other"), other);
 });
 
+test("a status-only change keeps the spec instance; a spec change does not", () => {
+  const web = route("web", "web");
+  const withStatus = { ...structuredClone(web), status: { parents: [] } } as K8sObject;
+  const edited = route("web", "web", "other");
+  const out = runStore("a s 20ms m 20ms n", { a: added(web), s: synced(), m: modified(withStatus), n: modified(edited) });
+  const [v1, v2, v3] = out.map((e) => e.snapshot);
+  assert.ok(v1 && v2 && v3);
+  const w2 = v2.objects.HTTPRoute.get("apps/web");
+  assert.deepEqual(w2?.status, { parents: [] });
+  assert.equal(w2?.spec, web.spec, "the translator can tell the spec did not change");
+  assert.notEqual(v3.objects.HTTPRoute.get("apps/web")?.spec, web.spec);
+  assert.deepEqual(v3.objects.HTTPRoute.get("apps/web")?.spec, edited.spec);
+});
+
 test("changes to objects nothing references emit nothing", () => {
   const out = runStore("r s 20ms a 20ms b 20ms c 20ms d 20ms e 20ms f", {
     r: added(route("web", "web")), s: synced(),

@@ -71,7 +71,12 @@ function createReducer(sources: readonly string[] | undefined): (batch: Input[])
     const old = objects.get(key);
     // Re-sent but equal: keep the old instance, so nothing downstream sees a change.
     if (old && isDeepStrictEqual(old, event.object)) return;
-    objects.set(key, event.object);
+    // A status-only change (our own status write, echoed by the watch) keeps the old spec
+    // instance, so the translator can tell that what it routes by did not change.
+    const object = old?.spec !== undefined && old.spec !== event.object.spec && isDeepStrictEqual(old.spec, event.object.spec)
+      ? { ...event.object, spec: old.spec }
+      : event.object;
+    objects.set(key, object);
     changed.add(event.kind);
   };
 

@@ -321,6 +321,30 @@ test("a one-route change re-translates only the Gateways that route names", () =
   assertSame(t.translate({ ...s2, version: s2.version + 1 }), c, "unchanged tick");
 });
 
+test("a route whose status alone changed (spec kept by the store) does not re-translate its Gateway; a status that breaks the schema does", () => {
+  const shape: WorldShape = { gateways: 3, httpRoutes: 12, services: 4, tcpRoutes: 2 };
+  const opts: TranslateOptions = { addressing: { mode: "static", addresses: ["192.0.2.1"] } };
+  const t = new Translator(opts);
+  const s0 = snapshotOf(syntheticWorld(shape));
+  const a = t.translate(s0);
+  const route = [...s0.objects.HTTPRoute.values()][4] as K8sObject;
+  // Another controller's parents entry and our own echoed write: the status changes, the spec is the same instance.
+  const written = { ...route, metadata: { ...route.metadata, resourceVersion: "999" }, status: { parents: [{ controllerName: "other.example/controller", parentRef: { name: "x" }, conditions: [{ type: "Accepted", status: "True", reason: "Accepted", message: "", lastTransitionTime: "2024-01-01T00:00:00Z", observedGeneration: 1 }] }] } };
+  const st = new Step(s0);
+  st.put(written);
+  const s1 = st.snapshot();
+  const b = t.translate(s1);
+  assertSame(b, translate(s1, opts), "after the status-only change");
+  for (const [i, g] of b.datapath.gateways.entries()) assert.equal(g, a.datapath.gateways[i], `${g.gateway} is reused`);
+  const parents = (b.statuses.get(`HTTPRoute/${keyOf(route)}`)?.status as { parents: { controllerName: string }[] }).parents;
+  assert.ok(parents.some((p) => p.controllerName === "other.example/controller"), "the other controller's entry is kept");
+  // A status that fails the schema makes the route invalid: that must be seen.
+  const st2 = new Step(s1);
+  st2.put({ ...written, status: { parents: "not a list" } });
+  const s2 = st2.snapshot();
+  assertSame(t.translate(s2), translate(s2, opts), "after a schema-breaking status");
+});
+
 test("after a translation that throws, the next one starts over and equals a fresh one", () => {
   const shape: WorldShape = { gateways: 3, httpRoutes: 12, services: 4, tcpRoutes: 2 };
   const ns = syntheticNamespace(shape);

@@ -133,7 +133,7 @@ export class Translator {
       const ack = snapshot.acks.get(key);
       const prev = this.memo.get(key);
       let memo: Memo;
-      if (prev && prev.gateway === gw && prev.classInfo === classInfo && prev.ack === ack && sameRoutes(prev.routes, routes) && prev.deps.stillValid(world)) {
+      if (prev && prev.gateway === gw && prev.classInfo === classInfo && prev.ack === ack && sameRoutes(prev.routes, routes, schemaErrors) && prev.deps.stillValid(world)) {
         memo = prev;
         for (const [k, table] of memo.maglev) usedMaglev.set(k, table);
       } else {
@@ -232,10 +232,23 @@ export class Translator {
   }
 }
 
-function sameRoutes(a: readonly RouteObj[], b: readonly RouteObj[]): boolean {
+/**
+ * Whether a Gateway's routes are the same for its translation. A route whose status alone changed
+ * (our own status write, echoed back; the store keeps the spec instance then) still counts as the
+ * same: a Gateway's translation reads a route's spec, generation, age and schema validity, never
+ * its status, and re-translating every route of a Gateway per status write is quadratic.
+ */
+function sameRoutes(a: readonly RouteObj[], b: readonly RouteObj[], schemaErrors: (o: K8sObject) => string[]): boolean {
   if (a === b) return true;
   if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if ((a[i] as RouteObj).route !== (b[i] as RouteObj).route) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = (a[i] as RouteObj).route;
+    const y = (b[i] as RouteObj).route;
+    if (x === y) continue;
+    if (x.spec !== y.spec || x.metadata.name !== y.metadata.name || x.metadata.namespace !== y.metadata.namespace) return false;
+    if (x.metadata.generation !== y.metadata.generation || x.metadata.creationTimestamp !== y.metadata.creationTimestamp) return false;
+    if (schemaErrors(x).join("\n") !== schemaErrors(y).join("\n")) return false;
+  }
   return true;
 }
 
