@@ -11,6 +11,7 @@ import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomTag, run, sleep, startIn, type Proc } from "./sh.ts";
+import { nginxMainConfig } from "../l7/peers.ts";
 
 export const ADDR = {
   client: "10.201.1.2",
@@ -101,29 +102,12 @@ export async function startServers(topo: Topology): Promise<Servers> {
   const dir = await mkdtemp(join(tmpdir(), "sluice-l4-nginx-"));
   // nginx workers run unprivileged and must reach the temp paths.
   await chmod(dir, 0o755);
-  const conf = `worker_processes 1;
-error_log ${join(dir, "error.log")} warn;
-pid ${join(dir, "nginx.pid")};
-worker_rlimit_nofile 65536;
-events {
-  worker_connections 16384;
-}
-http {
-  access_log off;
-  client_body_temp_path ${join(dir, "client_body")};
-  proxy_temp_path ${join(dir, "proxy")};
-  fastcgi_temp_path ${join(dir, "fastcgi")};
-  uwsgi_temp_path ${join(dir, "uwsgi")};
-  scgi_temp_path ${join(dir, "scgi")};
-  keepalive_timeout 0;
-  server {
+  const conf = nginxMainConfig(dir, 1, `  server {
     listen ${ADDR.backend}:${HTTP_PORT} default_server backlog=8192;
     location / {
       return 204;
     }
-  }
-}
-`;
+  }`, { workerConnections: 16384, keepaliveTimeout: "0" });
   await writeFile(join(dir, "nginx.conf"), conf);
   const procs: Proc[] = [];
   const stop = async (): Promise<void> => {

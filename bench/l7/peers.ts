@@ -31,13 +31,17 @@ function checkHostname(h: string): string {
   return h.toLowerCase();
 }
 
-/** Shared by the peer nginx and the backend nginx: everything nginx writes stays in `dir`. */
-export function nginxMainConfig(dir: string, workers: number, http: string): string {
+/**
+ * Shared by the peer nginx and the backend nginx of the L7 and L4 benchmarks: everything nginx
+ * writes stays in `dir`. `keepaliveTimeout` "0" closes every connection after its response.
+ */
+export function nginxMainConfig(dir: string, workers: number, http: string, o: { workerConnections?: number; keepaliveTimeout?: string } = {}): string {
   return `worker_processes ${workers};
 error_log ${join(dir, "error.log")} warn;
 pid ${join(dir, "nginx.pid")};
+worker_rlimit_nofile 65536;
 events {
-  worker_connections 8192;
+  worker_connections ${o.workerConnections ?? 8192};
 }
 http {
   access_log off;
@@ -48,7 +52,7 @@ http {
   scgi_temp_path ${join(dir, "scgi")};
   # nginx closes a client connection after 1000 requests by default; the other proxies do not.
   keepalive_requests 1000000;
-  keepalive_timeout 75s;
+  keepalive_timeout ${o.keepaliveTimeout ?? "75s"};
 ${http}
 }
 `;
