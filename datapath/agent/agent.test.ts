@@ -3,13 +3,12 @@
 // serialised applies, failures and metrics.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { buildMaglevTable, maglevHashKey } from "../../operator/translate/maglev.ts";
 import type { GatewayDatapath, L4Service } from "../../operator/translate/output.ts";
 import type { MapOp } from "../bpf/state.ts";
 import { L4Agent } from "./agent.ts";
 import { diff, formatOps, type AgentState } from "./diff.ts";
 import { MemoryMaps } from "./memmaps.ts";
-import { datapathOf, firstInconsistentPrefix, inconsistency, l4Yaml, prng, slotsPerBackend } from "./testkit.ts";
+import { datapathOf, firstInconsistentPrefix, inconsistency, l4Service, l4Yaml, prng, slotsPerBackend } from "./testkit.ts";
 
 const M = 251;
 
@@ -20,15 +19,8 @@ interface B {
   terminating?: boolean;
 }
 
-function l4(id: string, protocol: "TCP" | "UDP", addresses: string[], port: number, backends: B[], m = M): L4Service {
-  const bs = backends.map((b) => ({ address: b.address, port: b.port, protocol, weight: b.weight, state: b.terminating ? ("terminating" as const) : ("active" as const) }));
-  return {
-    id,
-    protocol,
-    frontends: addresses.map((address) => ({ address, port, protocol })),
-    backends: bs,
-    maglev: buildMaglevTable(bs.map((b) => ({ hashKey: maglevHashKey(b.address, b.port, protocol), weight: b.state === "active" ? b.weight : 0 })), m),
-  };
+function l4(id: string, protocol: "TCP" | "UDP", addresses: string[], port: number, backends: Parameters<typeof l4Service>[4], m = M): L4Service {
+  return l4Service(id, protocol, addresses, port, backends, m);
 }
 
 const gw = (name: string, l4s: L4Service[]): GatewayDatapath => ({ gateway: name, configHash: name, addresses: [], ports: [], l4: l4s });

@@ -2,26 +2,18 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { FRONTEND_L7_PROXY } from "../bpf/state.ts";
-import { buildMaglevTable, maglevHashKey } from "../../operator/translate/maglev.ts";
 import type { GatewayDatapath, L4Service } from "../../operator/translate/output.ts";
 import { desiredState } from "./desired.ts";
 import { routeSnat, snatFromRoute } from "./snat.ts";
-import { datapathOf, l4Yaml } from "./testkit.ts";
+import { datapathOf, l4Service, l4Yaml } from "./testkit.ts";
 
 const yaml = l4Yaml({
   tcp: { port: 9000, backends: [{ name: "a", weight: 80, endpoints: [{ address: "10.0.0.1", port: 8080 }] }, { name: "b", weight: 20, endpoints: [{ address: "10.0.0.2", port: 8080 }] }] },
   udp: { port: 9001, backends: [{ name: "u", endpoints: [{ address: "10.0.0.3", port: 53 }, { address: "10.0.0.4", port: 53 }] }] },
 });
 
-function l4(id: string, protocol: "TCP" | "UDP", addresses: string[], port: number, backends: { address: string; port: number; weight: number; terminating?: boolean }[], m = 251): L4Service {
-  const bs = backends.map((b) => ({ address: b.address, port: b.port, protocol, weight: b.weight, state: b.terminating ? ("terminating" as const) : ("active" as const) }));
-  return {
-    id,
-    protocol,
-    frontends: addresses.map((address) => ({ address, port, protocol })),
-    backends: bs,
-    maglev: buildMaglevTable(bs.map((b) => ({ hashKey: maglevHashKey(b.address, b.port, protocol), weight: b.state === "active" ? b.weight : 0 })), m),
-  };
+function l4(id: string, protocol: "TCP" | "UDP", addresses: string[], port: number, backends: Parameters<typeof l4Service>[4], m = 251): L4Service {
+  return l4Service(id, protocol, addresses, port, backends, m);
 }
 
 const gw = (name: string, l4s: L4Service[], ports: number[] = [], addresses = ["127.0.0.9"]): GatewayDatapath => ({

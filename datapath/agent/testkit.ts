@@ -3,7 +3,8 @@
 import type { LbState, MapOp } from "../bpf/state.ts";
 import { snapshotOf } from "../../operator/store/snapshot.ts";
 import { translate } from "../../operator/translate/translate.ts";
-import type { DatapathConfig } from "../../operator/translate/output.ts";
+import type { DatapathConfig, L4Service } from "../../operator/translate/output.ts";
+import { buildMaglevTable, maglevHashKey } from "../../operator/translate/maglev.ts";
 import { GATEWAY_CLASS_YAML, objectsOf } from "../proxy/testkit.ts";
 import { applyOps, type AgentState } from "./diff.ts";
 import { frontendKeyOf } from "./desired.ts";
@@ -116,5 +117,20 @@ export function prng(seed: number): () => number {
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** An L4Service as the translator would build it (Maglev table included), for unit tests. */
+export function l4Service(
+  id: string, protocol: "TCP" | "UDP", addresses: string[], port: number,
+  backends: { address: string; port: number; weight: number; terminating?: boolean }[], m = 251,
+): L4Service {
+  const bs = backends.map((b) => ({ address: b.address, port: b.port, protocol, weight: b.weight, state: b.terminating ? ("terminating" as const) : ("active" as const) }));
+  return {
+    id,
+    protocol,
+    frontends: addresses.map((address) => ({ address, port, protocol })),
+    backends: bs,
+    maglev: buildMaglevTable(bs.map((b) => ({ hashKey: maglevHashKey(b.address, b.port, protocol), weight: b.state === "active" ? b.weight : 0 })), m),
   };
 }
