@@ -83,7 +83,7 @@ export async function startRun(opts: RunOptions): Promise<Running> {
     if (first) markReady();
   };
 
-  const sub: Subscription = createStore(events$, { coalesceMs: 1, sources: [source], acks$ })
+  const sub: Subscription = createStore(events$, { coalesceMs: 0, sources: [source], acks$ })
     .pipe(
       map((snapshot) => ({ version: snapshot.version, result: translator.translate(snapshot) })),
       concatMap(({ version, result }) => apply(version, result)),

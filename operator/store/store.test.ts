@@ -93,6 +93,22 @@ test("a burst is coalesced into one snapshot, coalesceMs after its first event",
   assert.deepEqual(out[1]?.snapshot.objects.HTTPRoute.get("apps/a")?.spec, route("a", "x").spec);
 });
 
+test("coalesceMs 0: events delivered in one turn make one snapshot, taken in the next turn", async () => {
+  const events$ = new Subject<SourceEvent>();
+  const snapshots: Snapshot[] = [];
+  const sub = createStore(events$, { coalesceMs: 0 }).subscribe((s) => snapshots.push(s));
+  events$.next(added(route("a")));
+  events$.next(added(route("b")));
+  events$.next(synced());
+  assert.equal(snapshots.length, 0, "not in the same turn");
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(snapshots.map((s) => [...s.objects.HTTPRoute.keys()]), [["apps/a", "apps/b"]]);
+  events$.next(added(route("c")));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(snapshots.length, 2);
+  sub.unsubscribe();
+});
+
 test("unchanged collections and objects keep their identity across snapshots", () => {
   const web = route("web", "web");
   const other = route("other");

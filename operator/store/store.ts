@@ -2,7 +2,7 @@
 // Snapshots of what the translator may read. Identity is preserved wherever content is: an
 // unchanged object, or an unchanged collection, is the same instance in the next snapshot.
 import { isDeepStrictEqual } from "node:util";
-import { EMPTY, auditTime, buffer, connect, defer, filter, map, merge, type Observable } from "rxjs";
+import { EMPTY, Observable, audit, buffer, connect, defer, filter, map, merge, timer } from "rxjs";
 import { KIND_NAMES, type KindName } from "../api/kinds.ts";
 import { keyOf, type K8sObject } from "../api/objects.ts";
 import type { SourceEvent } from "../sources/events.ts";
@@ -10,7 +10,10 @@ import { FILTERED_KINDS, REFERRING_KINDS, isRelevant, relevantKeys, type Relevan
 import type { Collections, Snapshot } from "./snapshot.ts";
 
 export interface StoreOptions {
-  /** How long after a first change the snapshot is taken, gathering what arrives meanwhile; default 10 ms. */
+  /**
+   * How long after a first change the snapshot is taken, gathering what arrives meanwhile; default
+   * 10 ms. 0: as soon as the events already delivered with it are in (one event-loop turn).
+   */
   coalesceMs?: number;
   /** Sources that must all have sent SYNCED before the first snapshot; default: the first SYNCED suffices. */
   sources?: string[];
@@ -32,14 +35,23 @@ export function createStore(events$: Observable<SourceEvent>, opts: StoreOptions
       (opts.acks$ ?? EMPTY).pipe(map((acks): Input => ({ type: "acks", acks }))),
     );
     return inputs$.pipe(
-      // A batch closes coalesceMs after its first input (auditTime). connect() subscribes both
+      // A batch closes coalesceMs after its first input (audit). connect() subscribes both
       // the buffer and its closing timer before the inputs start flowing.
-      connect((shared$) => shared$.pipe(buffer(shared$.pipe(auditTime(coalesceMs))))),
+      connect((shared$) => shared$.pipe(buffer(shared$.pipe(audit(() => (coalesceMs > 0 ? timer(coalesceMs) : nextTurn$)))))),
       map(reduce),
       filter((snapshot): snapshot is Snapshot => snapshot !== undefined),
     );
   });
 }
+
+/** Fires after the current event-loop turn: the events delivered with the first one are in the batch. */
+const nextTurn$ = new Observable<void>((subscriber) => {
+  const handle = setImmediate(() => {
+    subscriber.next();
+    subscriber.complete();
+  });
+  return () => clearImmediate(handle);
+});
 
 type MutableCollections = Record<KindName, Map<string, K8sObject>>;
 
