@@ -26,7 +26,7 @@ import { attach, defaultParentRef, isGatewayRef, parentRefsOf, type Attachment, 
 import { desiredService, generatedServiceName } from "./service.ts";
 import { compileTLSRoute } from "./tlsroute.ts";
 import { checkCaConfigMap, checkTlsSecret } from "./pem.ts";
-import type { Deps, World } from "./world.ts";
+import { Deps, type World } from "./world.ts";
 
 export type Addressing =
   /** Kubernetes: addresses come from the status of the Gateway's generated Service. */
@@ -80,6 +80,18 @@ export interface GatewayInput {
   opts: GatewayOptions;
   maglev: (backends: L4Backend[]) => Uint32Array;
   ack: string | undefined;
+  /** Compiled routes from earlier translations, reused while what they read is unchanged. */
+  compiledRoutes?: WeakMap<object, CachedRoute>;
+}
+
+/** A route compiled in a Gateway's context, with what compiling it read and added. */
+export interface CachedRoute {
+  compiled: CompiledRoute;
+  deps: Deps;
+  clusters: Cluster[];
+  policiesUsed: string[];
+  clientCertificate: string | undefined;
+  policies: BackendTLSPolicies;
 }
 
 export function translateGateway(input: GatewayInput): GatewayResult {
@@ -116,7 +128,7 @@ export function translateGateway(input: GatewayInput): GatewayResult {
   const counted = new Map<ListenerInfo, Set<string>>();
   const dnsHostnames: DnsInput["hostnames"] = [];
   for (const ro of input.routes) {
-    const compiled = compileRoute(ro, ctx);
+    const compiled = compileCached(ro, ctx, input.compiledRoutes);
     const entries: ParentEntry[] = [];
     parentRefsOf(ro.route).forEach((raw, index) => {
       const ref = defaultParentRef(raw, ro.route.metadata.namespace ?? "default");
@@ -227,6 +239,27 @@ function listenerProgrammed(l: ListenerInfo, gwProgrammed: boolean, gwCond: Cond
   if (rejected) return condition(CondType.Programmed, false, Reason.Invalid, "Gateway is not accepted", gen);
   if (gwProgrammed) return condition(CondType.Programmed, true, Reason.Programmed, "Listener is programmed", gen);
   return condition(CondType.Programmed, false, Reason.Pending, gwCond.message, gen);
+}
+
+/**
+ * A route's compilation depends on the route, what it reads through the world (Services,
+ * EndpointSlices, ReferenceGrants, policies) and the Gateway's backend client certificate; when
+ * none of those changed, the earlier result is reused, so adding one route to a Gateway with a
+ * hundred does not compile the other hundred again.
+ */
+function compileCached(ro: RouteObj, ctx: RouteContext, cache: WeakMap<object, CachedRoute> | undefined): CompiledRoute {
+  if (!cache) return compileRoute(ro, ctx);
+  let entry = cache.get(ro.route);
+  if (!entry || entry.clientCertificate !== ctx.clientCertificate || entry.policies !== ctx.policies || !entry.deps.stillValid(ctx.world)) {
+    const own: RouteContext = { ...ctx, deps: new Deps(), clusters: new Map(), policiesUsed: new Set() };
+    const compiled = compileRoute(ro, own);
+    entry = { compiled, deps: own.deps, clusters: [...own.clusters.values()], policiesUsed: [...own.policiesUsed], clientCertificate: ctx.clientCertificate, policies: ctx.policies };
+    cache.set(ro.route, entry);
+  }
+  ctx.deps.absorb(entry.deps);
+  for (const c of entry.clusters) if (!ctx.clusters.has(c.id)) ctx.clusters.set(c.id, c);
+  for (const p of entry.policiesUsed) ctx.policiesUsed.add(p);
+  return entry.compiled;
 }
 
 function compileRoute(ro: RouteObj, ctx: RouteContext): CompiledRoute {

@@ -345,6 +345,30 @@ test("a route whose status alone changed (spec kept by the store) does not re-tr
   assertSame(t.translate(s2), translate(s2, opts), "after a schema-breaking status");
 });
 
+test("a route added to a Gateway reuses the other routes' compiled entries; a changed backend recompiles its routes", () => {
+  const shape: WorldShape = { gateways: 2, httpRoutes: 20, services: 4, tcpRoutes: 0 };
+  const ns = syntheticNamespace(shape);
+  const opts: TranslateOptions = { addressing: { mode: "static", addresses: ["192.0.2.1"] } };
+  const t = new Translator(opts);
+  const s0 = snapshotOf(syntheticWorld(shape));
+  const entriesOf = (r: TranslateResult) => new Map(r.datapath.gateways.flatMap((g) => g.ports.flatMap((p) => p.listeners.flatMap((l) => l.virtualHosts.flatMap((v) => v.routes)))).map((e) => [e.id, e]));
+  const before = entriesOf(t.translate(s0));
+  const st = new Step(s0);
+  st.put(httpRoute(100, shape, ns, 1));
+  const s1 = st.snapshot();
+  const r1 = t.translate(s1);
+  assertSame(r1, translate(s1, opts), "after the addition");
+  const after = entriesOf(r1);
+  assert.ok(after.size > before.size, "the new route is served");
+  for (const [id, e] of before) assert.equal(after.get(id), e, `${id} is not compiled again`);
+  // A Service's endpoints change: equality with a fresh translation shows the routes using it were recompiled.
+  const svc = [...s1.objects.EndpointSlice.values()][0] as K8sObject & { endpoints: { addresses: string[] }[] };
+  const st2 = new Step(s1);
+  st2.put({ ...svc, endpoints: [{ addresses: ["198.51.100.77"], conditions: { ready: true } }] } as K8sObject);
+  const s2 = st2.snapshot();
+  assertSame(t.translate(s2), translate(s2, opts), "after the endpoint change");
+});
+
 test("after a translation that throws, the next one starts over and equals a fresh one", () => {
   const shape: WorldShape = { gateways: 3, httpRoutes: 12, services: 4, tcpRoutes: 2 };
   const ns = syntheticNamespace(shape);

@@ -10,7 +10,7 @@ import { BackendTLSPolicies } from "./backendtlspolicy.ts";
 import { DnsRecords } from "./dns.ts";
 import { FirstById } from "./firstbyid.ts";
 import { evaluateClass, CONTROLLER_NAME, type ClassInfo } from "./gatewayclass.ts";
-import { translateGateway, type Addressing, type GatewayOptions, type GatewayResult, type RouteObj } from "./gateway.ts";
+import { translateGateway, type Addressing, type CachedRoute, type GatewayOptions, type GatewayResult, type RouteObj } from "./gateway.ts";
 import { buildMaglevTable, DEFAULT_MAGLEV_TABLE_SIZE, maglevHashKey } from "./maglev.ts";
 import type { CaBundle, Cluster, L4Backend, ObjectStatus, TlsCertificate, TranslateResult } from "./output.ts";
 import { RouteIndex } from "./routeindex.ts";
@@ -54,6 +54,8 @@ export class Translator {
   private world?: World;
   private gatewaysMemo?: { coll: unknown; sorted: Gateway[] };
   private maglevCache = new Map<string, Uint32Array>();
+  /** Compiled routes by route object, reused across ticks while what they read is unchanged. */
+  private compiledRoutes = new WeakMap<object, CachedRoute>();
   private clusters = new FirstById<Cluster>();
   private certificates = new FirstById<TlsCertificate>();
   private caBundles = new FirstById<CaBundle>();
@@ -90,6 +92,7 @@ export class Translator {
     this.world = undefined;
     this.gatewaysMemo = undefined;
     this.maglevCache = new Map();
+    this.compiledRoutes = new WeakMap();
     this.clusters = new FirstById<Cluster>();
     this.certificates = new FirstById<TlsCertificate>();
     this.caBundles = new FirstById<CaBundle>();
@@ -138,7 +141,7 @@ export class Translator {
         for (const [k, table] of memo.maglev) usedMaglev.set(k, table);
       } else {
         const deps = new Deps();
-        const result = translateGateway({ gateway: gw, classInfo, routes, world, deps, policies, opts: this.opts, maglev, ack });
+        const result = translateGateway({ gateway: gw, classInfo, routes, world, deps, policies, opts: this.opts, maglev, ack, compiledRoutes: this.compiledRoutes });
         const tables = (result.datapath?.l4 ?? []).map((s): [string, Uint32Array] => [maglevKey(s.backends, this.opts.maglevTableSize), s.maglev]);
         memo = { gateway: gw, classInfo, routes, ack, deps, result, maglev: tables };
       }

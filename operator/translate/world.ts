@@ -31,6 +31,11 @@ export class Deps {
   recordCollection(kind: KindName, value: unknown): void {
     this.collections.set(kind, value);
   }
+  /** Takes over another recorder's reads (a route compiled, or reused, inside a Gateway's translation). */
+  absorb(other: Deps): void {
+    for (const [kind, list] of other.seen) for (const d of list) this.record(kind, d.key, d.value);
+    for (const [kind, coll] of other.collections) this.collections.set(kind, coll);
+  }
   stillValid(world: World): boolean {
     for (const [kind, coll] of this.collections) if (world.snapshot.objects[kind] !== coll) return false;
     for (const [kind, list] of this.seen) {
