@@ -176,12 +176,17 @@ export class StatusWriter {
 
   /** The object to compare against: the snapshot's, unless we already wrote on top of exactly that version. */
   private base(key: string, live: K8sObject): K8sObject {
-    const w = this.written.get(key);
-    if (!w) return live;
-    const rv = live.metadata.resourceVersion;
-    if (rv !== undefined && w.olderRvs.has(rv)) return w.object;
+    const ours = this.newerWrite(key, live);
+    if (ours) return ours;
     this.written.delete(key); // caught up (same version) or changed by someone else: the snapshot is right
     return live;
+  }
+
+  /** Our last write of `key`, when `seen` is a version that write replaced (the watch lags behind it). */
+  private newerWrite(key: string, seen: K8sObject): K8sObject | undefined {
+    const w = this.written.get(key);
+    const rv = seen.metadata.resourceVersion;
+    return w && rv !== undefined && w.olderRvs.has(rv) ? w.object : undefined;
   }
 
   private consider(key: string, kind: string, desired: Record<string, unknown>, live: K8sObject | undefined): boolean {
@@ -214,9 +219,7 @@ export class StatusWriter {
   private async attempt(key: string, job: Job, signal: AbortSignal): Promise<boolean> {
     // Queued while our previous write of this object was in flight: build on what that wrote,
     // not on the version it replaced, or the write is a certain 409 and a re-read.
-    const w = this.written.get(key);
-    const rv = job.object.metadata.resourceVersion;
-    let object = w && rv !== undefined && w.olderRvs.has(rv) ? w.object : job.object;
+    let object = this.newerWrite(key, job.object) ?? job.object;
     let conflicts = 0;
     let failures = 0;
     for (;;) {
