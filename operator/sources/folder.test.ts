@@ -297,3 +297,18 @@ test("watchManifests: only the files a change names are read again; a mounted Co
   const batch = await events.next(has("MODIFIED Service default/plain"));
   assert.deepEqual(describe(batch), ["MODIFIED Service default/plain"]);
 });
+
+test("watchManifests: a folder given as a relative path sees in-place writes, renames and removals", async (t) => {
+  const dir = await tempDir(t);
+  await fs.writeFile(path.join(dir, "a.yaml"), service("a"));
+  const relative = path.relative(process.cwd(), dir);
+  assert.ok(!path.isAbsolute(relative));
+  const events = recorder(t, watchManifests([relative], { debounceMs: 10, now: () => NOW }));
+  await events.next(has("SYNCED"));
+  await fs.writeFile(path.join(dir, "a.yaml"), service("a", "spec: {type: NodePort}\n"));
+  assert.deepEqual(objectOf(await events.next(has("MODIFIED Service default/a")), "MODIFIED", "a").spec, { type: "NodePort" });
+  await replaceFile(path.join(dir, "b.yaml"), service("b"));
+  await events.next(has("ADDED Service default/b"));
+  await fs.rm(path.join(dir, "a.yaml"));
+  assert.deepEqual(describe(await events.next(has("DELETED Service default/a"))), ["DELETED Service default/a"]);
+});

@@ -26,7 +26,7 @@ export function sourceName(paths: readonly string[]): string {
 
 /** Reads every manifest under `paths` (files, or directories read recursively). */
 export async function readManifests(paths: string[]): Promise<ParsedManifests> {
-  return combine(await readFiles(paths));
+  return combine(await readFiles(await listFiles(paths)));
 }
 
 export interface WatchOptions {
@@ -68,22 +68,32 @@ export function watchManifests(paths: string[], opts: WatchOptions = {}): Observ
     const lastGood = new Map<string, ParsedObject[]>();
     const cache = new Map<string, FileManifests>();
     let reported = new Set<string>();
+    // The last full walk; a change that names only plain files is read against it.
+    let listing: Listing | undefined;
 
     const refresh = async (initial: boolean): Promise<SourceEvent[]> => {
       // A file written in place less than debounceMs ago waits for the read its own debounce brings.
-      const settled = performance.now() - debounceMs;
-      const unsettled = new Set([...dirty].filter(([, t]) => t > settled).map(([file]) => file));
+      // (Node's timers run on a millisecond loop clock, so the debounce may fire a little before
+      // debounceMs by performance.now(): allow for that.)
+      const settled = performance.now() - debounceMs + 2;
+      // (0 marks a complete file; early in a process `settled` is still negative.)
+      const unsettled = new Set([...dirty].filter(([, t]) => t > 0 && t > settled).map(([file]) => file));
       const changed = initial || everything ? undefined : new Set([...dirty.keys()].filter((f) => !unsettled.has(f)));
       for (const file of dirty.keys()) if (!unsettled.has(file)) dirty.delete(file);
       everything = false;
-      // Watch before reading, so a change made while reading is not missed.
-      const { errors: watchErrors } = await watchers.reconcile();
-      const read = await readFiles(paths, cache, changed, unsettled);
-      // A path appearing or vanishing while the watchers were being set up moves what must be
-      // watched; once re-targeted, read everything again to catch what happened in between.
-      if ((await watchers.reconcile()).changed) {
-        everything = true;
-        changes$.next();
+      let read = changed && listing ? await readNamed(listing, cache, changed, watchers) : undefined;
+      let watchErrors: ManifestError[] = [];
+      if (!read) {
+        // Watch before reading, so a change made while reading is not missed.
+        watchErrors = (await watchers.reconcile()).errors;
+        listing = await listFiles(paths);
+        read = await readFiles(listing, cache, changed, unsettled);
+        // A path appearing or vanishing while the watchers were being set up moves what must be
+        // watched; once re-targeted, read everything again to catch what happened in between.
+        if ((await watchers.reconcile()).changed) {
+          everything = true;
+          changes$.next();
+        }
       }
       const kept = keepLastGood(read, lastGood);
       const manifests = combine({ ...kept, errors: [...kept.errors, ...watchErrors] });
@@ -93,6 +103,8 @@ export function watchManifests(paths: string[], opts: WatchOptions = {}): Observ
       for (const [id, error] of current) if (!reported.has(id)) events.push({ type: "ERROR", source, error });
       reported = new Set(current.keys());
       if (initial) events.push({ type: "SYNCED", source });
+      // A file still being written gets its own read once it settles, even if no event follows.
+      if (unsettled.size > 0) changes$.next();
       return events;
     };
 
@@ -138,26 +150,15 @@ interface FileSet {
  * renaming a hidden directory their links point into, and no event names the links themselves.
  */
 async function readFiles(
-  paths: readonly string[], cache?: Map<string, FileManifests>, changed?: ReadonlySet<string>, unsettled?: ReadonlySet<string>,
+  listing: Listing, cache?: Map<string, FileManifests>, changed?: ReadonlySet<string>, unsettled?: ReadonlySet<string>,
 ): Promise<FileSet> {
-  const { files, errors, unreadable, volatile } = await listFiles(paths);
+  const { files, errors, unreadable, volatile } = listing;
   // Read concurrently: one file at a time makes every change wait for the whole folder.
   const read = await Promise.all(files.map(async (file): Promise<FileManifests | undefined> => {
     const known = cache?.get(file);
     if (unsettled?.has(file)) return known;
     if (known && changed && !changed.has(file) && !volatile.has(file)) return known;
-    let text: string;
-    try {
-      text = await fs.readFile(file, "utf8");
-    } catch (err) {
-      // Gone between listing and reading: it is simply not there any more.
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      return { file, text: "", parsed: { objects: [], errors: [{ file, line: 0, column: 0, message: errorMessage(err) }], ignored: [] } };
-    }
-    const cached = cache?.get(file);
-    const entry = cached && cached.text === text ? cached : { file, text, parsed: parseManifests(text, file) };
-    cache?.set(file, entry);
-    return entry;
+    return readOne(file, cache);
   }));
   const out = read.filter((f): f is FileManifests => f !== undefined);
   if (cache) {
@@ -167,12 +168,78 @@ async function readFiles(
   return { files: out, errors, unreadable };
 }
 
-/** The manifest files under `paths`; `volatile` are those to read on every change (links, files named explicitly). */
-async function listFiles(paths: readonly string[]): Promise<{ files: string[]; errors: ManifestError[]; unreadable: string[]; volatile: Set<string> }> {
+/** Reads and parses one file (parsing again only if its text changed); undefined when it is gone. */
+async function readOne(file: string, cache?: Map<string, FileManifests>): Promise<FileManifests | undefined> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, "utf8");
+  } catch (err) {
+    // Gone between listing and reading: it is simply not there any more.
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    return { file, text: "", parsed: { objects: [], errors: [{ file, line: 0, column: 0, message: errorMessage(err) }], ignored: [] } };
+  }
+  const cached = cache?.get(file);
+  const entry = cached && cached.text === text ? cached : { file, text, parsed: parseManifests(text, file) };
+  cache?.set(file, entry);
+  return entry;
+}
+
+/**
+ * The common change — files written, renamed into place or removed inside a watched directory —
+ * read without walking the folder or re-targeting watchers: only the named files (and the links,
+ * which no event names). Undefined when the change needs the full walk: a directory or a link
+ * appeared or went, a path named explicitly changed, or the last walk had errors.
+ */
+async function readNamed(listing: Listing, cache: Map<string, FileManifests>, changed: ReadonlySet<string>, watchers: Watchers): Promise<FileSet | undefined> {
+  if (listing.errors.length > 0 || listing.unreadable.length > 0) return undefined;
+  const inRoot = (file: string): boolean => listing.roots.some((root) => {
+    const rel = path.relative(root, file);
+    return rel !== "" && !rel.startsWith("..") && !path.isAbsolute(rel);
+  });
+  const toRead = new Set(listing.volatile);
+  for (const file of changed) {
+    if (!inRoot(file) || listing.volatile.has(file)) return undefined;
+    const stat = await fs.lstat(file).catch((err: NodeJS.ErrnoException) => (err.code === "ENOENT" ? null : undefined));
+    if (stat === undefined) return undefined;
+    if (stat === null) {
+      // Gone: a file we read, or one we never cared about (a writer's renamed temp file); a
+      // directory we watched needs the walk.
+      if (watchers.watching(file)) return undefined;
+      cache.delete(file);
+    } else if (!stat.isFile()) {
+      return undefined;
+    } else if (isManifestName(file)) {
+      toRead.add(file);
+    }
+  }
+  for (const file of toRead) if ((await readOne(file, cache)) === undefined) cache.delete(file);
+  listing.files = [...cache.keys()].sort();
+  return { files: listing.files.map((f) => cache.get(f) as FileManifests), errors: [], unreadable: [] };
+}
+
+const isManifestName = (file: string): boolean => {
+  const name = path.basename(file);
+  return !name.startsWith(".") && MANIFEST_FILE.test(name);
+};
+
+interface Listing {
+  files: string[];
+  errors: ManifestError[];
+  /** Directories that exist but could not be listed. */
+  unreadable: string[];
+  /** Files read on every change: links (a ConfigMap swaps their targets unnamed) and files named explicitly. */
+  volatile: Set<string>;
+  /** The given paths that are directories. */
+  roots: string[];
+}
+
+/** The manifest files under `paths`. */
+async function listFiles(paths: readonly string[]): Promise<Listing> {
   const files = new Set<string>();
   const volatile = new Set<string>();
   const errors: ManifestError[] = [];
   const unreadable: string[] = [];
+  const roots: string[] = [];
 
   const walk = async (dir: string): Promise<void> => {
     let entries;
@@ -206,14 +273,16 @@ async function listFiles(paths: readonly string[]): Promise<{ files: string[]; e
     });
     if (!stat) continue;
     // A file named explicitly is read whatever its extension.
-    if (stat.isDirectory()) await walk(path.normalize(p));
-    else {
+    if (stat.isDirectory()) {
+      roots.push(path.normalize(p));
+      await walk(path.normalize(p));
+    } else {
       files.add(path.normalize(p));
       volatile.add(path.normalize(p));
     }
   }
   // Sorted, so the first of two definitions of an object is always the same one.
-  return { files: [...files].sort(), errors, unreadable, volatile };
+  return { files: [...files].sort(), errors, unreadable, volatile, roots };
 }
 
 async function isFile(p: string): Promise<boolean> {
@@ -342,6 +411,8 @@ interface WatchTarget {
 interface Watchers {
   /** Opens and closes watchers to match what exists now; says whether any changed, and what could not be watched. */
   reconcile(): Promise<{ changed: boolean; errors: ManifestError[] }>;
+  /** Whether `dir` is a directory being watched. */
+  watching(dir: string): boolean;
   close(): void;
 }
 
@@ -379,6 +450,7 @@ function createWatchers(paths: readonly string[], onChange: (file: string | unde
       }
       return { changed, errors };
     },
+    watching: (dir) => [...open.keys()].some((id) => id.startsWith(`${dir}\0`)),
     close() {
       closed = true;
       for (const watcher of open.values()) watcher.close();
@@ -395,7 +467,8 @@ function createWatchers(paths: readonly string[], onChange: (file: string | unde
  * creation is noticed.
  */
 async function watchTargets(p: string): Promise<WatchTarget[]> {
-  const resolved = path.resolve(p);
+  // Named as the paths were given (relative or not), so that events name files as the walk does.
+  const resolved = path.join(p, ".");
   const stat = await fs.stat(resolved).catch(() => undefined);
   if (stat?.isDirectory()) {
     const out: WatchTarget[] = [];
