@@ -68,6 +68,8 @@ export interface GatewayResult {
   dns?: DnsInput;
   /** BackendTLSPolicy keys the Gateway's routes use. */
   policiesUsed: string[];
+  /** The status under another datapath acknowledgement, everything else equal. */
+  statusFor?: (ack: string | undefined) => Record<string, unknown>;
 }
 
 export interface GatewayInput {
@@ -184,7 +186,7 @@ export function translateGateway(input: GatewayInput): GatewayResult {
 
   // Addresses, datapath, Programmed.
   const addr = isAccepted ? resolveAddresses(gw, opts.addressing, world, deps) : { addresses: [] };
-  let programmed: Condition;
+  let programmedFor: (ack: string | undefined) => Condition;
   if (isAccepted) {
     const ips = addr.addresses.filter((a) => a.type === "IPAddress").map((a) => a.value);
     const material = tlsMaterial(listeners, ctx);
@@ -194,11 +196,14 @@ export function translateGateway(input: GatewayInput): GatewayResult {
     result.caBundles = material.caBundles;
     result.clusters = [...ctx.clusters.values()];
     result.policiesUsed = [...ctx.policiesUsed].sort();
-    if (addr.problem) programmed = condition(CondType.Programmed, false, addr.problem.reason, addr.problem.message, gen);
-    else if (addr.addresses.length === 0) programmed = condition(CondType.Programmed, false, Reason.AddressNotAssigned, "Waiting for an address", gen);
-    else if (!opts.assumeAcknowledged && input.ack !== dp.configHash) {
-      programmed = condition(CondType.Programmed, false, Reason.Pending, `Waiting for the datapath to apply configuration ${dp.configHash.slice(0, 12)}`, gen);
-    } else programmed = condition(CondType.Programmed, true, Reason.Programmed, "Gateway is programmed", gen);
+    const { problem } = addr;
+    if (problem) programmedFor = () => condition(CondType.Programmed, false, problem.reason, problem.message, gen);
+    else if (addr.addresses.length === 0) programmedFor = () => condition(CondType.Programmed, false, Reason.AddressNotAssigned, "Waiting for an address", gen);
+    else {
+      programmedFor = (ack) => !opts.assumeAcknowledged && ack !== dp.configHash
+        ? condition(CondType.Programmed, false, Reason.Pending, `Waiting for the datapath to apply configuration ${dp.configHash.slice(0, 12)}`, gen)
+        : condition(CondType.Programmed, true, Reason.Programmed, "Gateway is programmed", gen);
+    }
     const ports = listeners.filter((l) => l.accepted).map((l) => ({ port: l.port, protocol: transportOf(l.protocol) }));
     result.service = desiredService(gw, ports, config);
     const hostnames = [
@@ -207,30 +212,37 @@ export function translateGateway(input: GatewayInput): GatewayResult {
     ];
     result.dns = { gateway: gwKey, addresses: addr.addresses, hostnames };
   } else {
-    programmed = condition(CondType.Programmed, false, Reason.Invalid, accepted.message, gen);
+    programmedFor = () => condition(CondType.Programmed, false, Reason.Invalid, accepted.message, gen);
   }
-  const gwProgrammed = programmed.status === "True";
 
-  const conditions: Condition[] = [accepted, programmed];
-  if (backendClient) conditions.push(backendClient.condition(gen));
-  if (!schemaErrors.length && usesInsecureFallback(gw)) {
-    conditions.push(condition(CondType.InsecureFrontendValidationMode, true, Reason.ConfigurationChanged, "Clients without a valid certificate are allowed on some listeners", gen));
-  }
-  const status: Record<string, unknown> = {};
-  if (addr.addresses.length) status.addresses = addr.addresses;
-  status.conditions = conditions;
-  status.listeners = listeners.map((l) => ({
-    name: l.name,
-    supportedKinds: l.supportedKinds.map((kind) => ({ group: GATEWAY_GROUP, kind })),
-    attachedRoutes: l.attachedRoutes,
-    conditions: [
-      l.acceptedCond,
-      listenerProgrammed(l, gwProgrammed, programmed, rejected, gen),
-      l.resolvedRefsCond,
-      l.conflictedCond,
-    ],
-  }));
-  result.status = status;
+  // The datapath's acknowledgement changes only the Programmed conditions: the status is a
+  // function of it, so an acknowledgement alone needs no new translation (statusFor).
+  const statusFor = (ack: string | undefined): Record<string, unknown> => {
+    const programmed = programmedFor(ack);
+    const gwProgrammed = programmed.status === "True";
+    const conditions: Condition[] = [accepted, programmed];
+    if (backendClient) conditions.push(backendClient.condition(gen));
+    if (!schemaErrors.length && usesInsecureFallback(gw)) {
+      conditions.push(condition(CondType.InsecureFrontendValidationMode, true, Reason.ConfigurationChanged, "Clients without a valid certificate are allowed on some listeners", gen));
+    }
+    const status: Record<string, unknown> = {};
+    if (addr.addresses.length) status.addresses = addr.addresses;
+    status.conditions = conditions;
+    status.listeners = listeners.map((l) => ({
+      name: l.name,
+      supportedKinds: l.supportedKinds.map((kind) => ({ group: GATEWAY_GROUP, kind })),
+      attachedRoutes: l.attachedRoutes,
+      conditions: [
+        l.acceptedCond,
+        listenerProgrammed(l, gwProgrammed, programmed, rejected, gen),
+        l.resolvedRefsCond,
+        l.conflictedCond,
+      ],
+    }));
+    return status;
+  };
+  result.status = statusFor(input.ack);
+  result.statusFor = statusFor;
   return result;
 }
 

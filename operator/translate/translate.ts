@@ -127,6 +127,7 @@ export class Translator {
     const results: { key: string; gateway: Gateway; result: GatewayResult }[] = [];
     const nextMemo = new Map<string, Memo>();
     const usedMaglev = new Map<string, Uint32Array>();
+    const reacknowledged = new Set<string>();
     const maglev = (backends: L4Backend[]) => this.maglev(backends, usedMaglev);
     for (const gw of this.sortedGateways(snapshot)) {
       const classInfo = classes.get(gw.spec?.gatewayClassName ?? "");
@@ -136,9 +137,15 @@ export class Translator {
       const ack = snapshot.acks.get(key);
       const prev = this.memo.get(key);
       let memo: Memo;
-      if (prev && prev.gateway === gw && prev.classInfo === classInfo && prev.ack === ack && sameRoutes(prev.routes, routes, schemaErrors) && prev.deps.stillValid(world)) {
+      const same = prev && prev.gateway === gw && prev.classInfo === classInfo && sameRoutes(prev.routes, routes, schemaErrors) && prev.deps.stillValid(world);
+      if (same && prev.ack === ack) {
         memo = prev;
         for (const [k, table] of memo.maglev) usedMaglev.set(k, table);
+      } else if (same && prev.result.statusFor) {
+        // Only the acknowledgement changed: only the Gateway's own status can differ.
+        memo = { ...prev, ack, result: { ...prev.result, status: prev.result.statusFor(ack) } };
+        for (const [k, table] of memo.maglev) usedMaglev.set(k, table);
+        reacknowledged.add(key);
       } else {
         const deps = new Deps();
         const result = translateGateway({ gateway: gw, classInfo, routes, world, deps, policies, opts: this.opts, maglev, ack, compiledRoutes: this.compiledRoutes });
@@ -154,7 +161,7 @@ export class Translator {
     const gatewayChanges: GatewayResultChange[] = [];
     for (const [key, m] of nextMemo) {
       const before = this.memo.get(key)?.result;
-      if (before !== m.result) gatewayChanges.push({ key, before, after: m.result });
+      if (before !== m.result && !reacknowledged.has(key)) gatewayChanges.push({ key, before, after: m.result });
     }
     for (const [key, m] of this.memo) if (!nextMemo.has(key)) gatewayChanges.push({ key, before: m.result, after: undefined });
     this.memo = nextMemo;
