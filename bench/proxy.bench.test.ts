@@ -100,7 +100,8 @@ test("memory is read once a folder of routes is served", async (t) => {
   const m = await memoryWithRoutes({ routes: 100, namespaces: 5, backendPort: backend.port });
   try {
     assert.equal(m.routes, 100);
-    assert.ok(m.rssMB > 10 && m.peakMB >= m.rssMB, `rss ${m.rssMB}, peak ${m.peakMB}`);
+    assert.ok(m.rssMB > 10 && m.peakMB >= m.servedRssMB, `rss ${m.rssMB}, served ${m.servedRssMB}, peak ${m.peakMB}`);
+    assert.ok(m.settledAfterS >= 1 && m.settledAfterS < 25, `settled after ${m.settledAfterS} s`);
   } finally {
     await m.stop();
   }

@@ -9,7 +9,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Pool } from "undici";
 import type { TestCert } from "../../datapath/proxy/testkit.ts";
 import type { Endpoint } from "./proc.ts";
-import { baseManifests, httpRoute, manyHost, namespaceOfRoutes, rssMB, secretManifest, startSluice, type Sluice } from "./sluice.ts";
+import { baseManifests, httpRoute, manyHost, namespaceOfRoutes, rssMB, secretManifest, settledRss, startSluice, type Sluice } from "./sluice.ts";
 
 // ---- load loops ----
 
@@ -305,10 +305,18 @@ export async function rotationUnderLoad(s: Sluice, certs: readonly [TestCert, Te
 
 // ---- memory ----
 
+
 export type Memory = {
   routes: number;
-  /** RSS once every route is served (the highest of a few samples over a second). */
+  /**
+   * RSS once settled: sampled after every route is served until it has held still for 2 s (at
+   * most 20 s). `sluice run` returns the heap grown by a large load once the config is quiet.
+   */
   rssMB: number;
+  /** Seconds from the last route served until RSS settled. */
+  settledAfterS: number;
+  /** RSS right after every route is served (the highest of a few samples over a second). */
+  servedRssMB: number;
   /** Highest RSS seen from start until every route was served. */
   peakMB: number;
   /** From spawning `sluice run` until the last route answered 200. */
@@ -349,13 +357,17 @@ export async function memoryWithRoutes(o: { routes: number; namespaces: number; 
     await until(`${last.host}${last.path} to answer 200`, async () => (await getOnce(ep, last.host, last.path)).status === 200, 120_000);
     const servedAfterMs = performance.now() - t0;
     peak = Math.max(peak, rssMB(pid));
-    let rss = 0;
+    let served = 0;
     for (let i = 0; i < 5; i++) {
       await sleep(200);
-      rss = Math.max(rss, rssMB(pid));
+      served = Math.max(served, rssMB(pid));
     }
+    const settled = await settledRss(pid);
     const running = s;
-    return { routes: made, rssMB: rss, peakMB: Math.max(peak, rss), servedAfterMs, pid, last, http: ep, stop: () => running.stop() };
+    return {
+      routes: made, rssMB: settled.mb, settledAfterS: settled.afterS + 1, servedRssMB: served, peakMB: Math.max(peak, served),
+      servedAfterMs, pid, last, http: ep, stop: () => running.stop(),
+    };
   } catch (err) {
     await s?.stop();
     throw err;

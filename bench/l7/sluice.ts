@@ -93,6 +93,22 @@ export function rssMB(pid: number): number {
   return kb / 1024;
 }
 
+/** RSS once it has held still (within 1 MB) for 2 s, sampled every 250 ms for at most 20 s. */
+export async function settledRss(pid: number): Promise<{ mb: number; afterS: number }> {
+  const t0 = performance.now();
+  let still = rssMB(pid);
+  let since = t0;
+  while (performance.now() - t0 < 20_000) {
+    await new Promise((r) => setTimeout(r, 250));
+    const now = rssMB(pid);
+    if (Math.abs(now - still) > 1) {
+      still = now;
+      since = performance.now();
+    } else if (performance.now() - since >= 2000) break;
+  }
+  return { mb: rssMB(pid), afterS: (since - t0) / 1000 };
+}
+
 // ---- manifests ----
 
 /** GatewayClass, the Gateway (HTTP on 80, and HTTPS on 443 with the Secret when `tls`), and the backend Services. */

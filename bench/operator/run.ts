@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Pool } from "undici";
 import { gatewayApiCrds, sluiceCrds, startFakeApiServer, type FakeApiServer, type K8sObjectLike } from "../../operator/fakeapi/server.ts";
-import { rssMB } from "../l7/sluice.ts";
+import { rssMB, settledRss } from "../l7/sluice.ts";
 import { freePort } from "../l7/proc.ts";
 
 const SLUICE_BIN = fileURLToPath(new URL("../../bin/sluice.js", import.meta.url));
@@ -31,7 +31,10 @@ export interface OperatorBenchResult {
   /** From the last route write until every status was written. */
   settleMs: number;
   statusWrites: { routes: number; gateways: number; classes: number; conflicts: number; conflictPaths: string[] };
+  /** RSS once settled (held still for 2 s, at most 20 s after the statuses were done). */
   rssMB: number;
+  /** RSS right after every status was written. */
+  doneRssMB: number;
   peakRssMB: number;
 }
 
@@ -183,6 +186,8 @@ export async function runOperatorBench(o: OperatorBenchOptions): Promise<Operato
         rss = Math.max(rss, rssMB(pid));
         await sleep(100);
       }
+      // The operator returns the heap grown by the burst once the state is quiet.
+      const settled = await settledRss(pid);
       return {
         routes: o.routes,
         writeMs: tLast - t0,
@@ -194,7 +199,8 @@ export async function runOperatorBench(o: OperatorBenchOptions): Promise<Operato
           conflicts: writes.filter((w) => w.status === 409).length,
           conflictPaths: writes.filter((w) => w.status === 409).map((w) => w.path),
         },
-        rssMB: rss,
+        rssMB: settled.mb,
+        doneRssMB: rss,
         peakRssMB: Math.max(peak, rss),
       };
     } finally {

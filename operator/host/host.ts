@@ -20,6 +20,7 @@ import { LeaderElector } from "../shell/leader.ts";
 import { OperatorMetrics } from "../shell/metrics.ts";
 import type { DistributionServer } from "../sinks/distribution.ts";
 import { distributionSink } from "./sinks.ts";
+import { heapCompactor } from "../heap/compact.ts";
 
 /** One translation: the snapshot and what the translator made of it. */
 export interface Update {
@@ -163,6 +164,10 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
   );
   const reported: Reported = new Map();
   let warned = new Set<string>();
+  const compactor = heapCompactor({
+    onCompacted: ({ beforeBytes, afterBytes, pauseMs }) =>
+      log.info({ beforeMB: Math.round(beforeBytes / 2 ** 20), afterMB: Math.round(afterBytes / 2 ** 20), pauseMs: Math.round(pauseMs) }, "heap compacted once the cluster's state settled"),
+  });
   const sub: Subscription = createStore(events$, { coalesceMs: opts.coalesceMs ?? DEFAULT_COALESCE_MS, sources: kubeSourceNames(kinds), ...(acks$ ? { acks$ } : {}) })
     .pipe(
       map((snapshot): Update => {
@@ -190,6 +195,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
         }
         updates$.next(update);
         if (isLeader()) for (const r of runners) r.offer(update);
+        compactor.changed();
       },
       // The store and translator do not throw on bad input; if something does, say so loudly.
       error: (err: unknown) => log.error({ err }, "operator pipeline failed"),
@@ -229,6 +235,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
       for (const r of runners) r.pause();
       await elector?.stop(stopOpts.releaseLease ?? true);
       sub.unsubscribe();
+      compactor.stop();
       updates$.complete();
       await Promise.all(runners.map((r) => r.close()));
       await admin?.close();

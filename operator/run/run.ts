@@ -7,6 +7,7 @@ import { Subject, concatMap, map, tap, type Subscription } from "rxjs";
 import http from "node:http";
 import type { Logger } from "pino";
 import { watchManifests, sourceName } from "../sources/folder.ts";
+import { heapCompactor } from "../heap/compact.ts";
 import { createStore } from "../store/store.ts";
 import { Translator } from "../translate/translate.ts";
 import type { TranslateResult } from "../translate/output.ts";
@@ -53,6 +54,10 @@ export async function startRun(opts: RunOptions): Promise<Running> {
     }),
   );
   const translator = new Translator({ addressing: { mode: "static", addresses: opts.addresses } });
+  const compactor = heapCompactor({
+    onCompacted: ({ beforeBytes, afterBytes, pauseMs }) =>
+      log.info({ beforeMB: Math.round(beforeBytes / 2 ** 20), afterMB: Math.round(afterBytes / 2 ** 20), pauseMs: Math.round(pauseMs) }, "heap compacted once the configuration settled"),
+  });
   let served = 0;
   let appliedHashes = "";
   // The eBPF side starts with the first L4 listener, so HTTP-only configs never touch the kernel.
@@ -80,6 +85,7 @@ export async function startRun(opts: RunOptions): Promise<Running> {
     log.debug({ version, ms: Math.round((performance.now() - t0) * 100) / 100 }, "config applied");
     if (first) for (const b of config.bindings) log.info(`serving ${b.listeners.map((l) => `${l.protocol} ${l.id}`).join(", ")} on ${b.address}:${b.port}`);
     acks$.next(acked);
+    compactor.changed();
     if (first) markReady();
   };
 
@@ -100,6 +106,7 @@ export async function startRun(opts: RunOptions): Promise<Running> {
     },
     async stop(graceMs = 10_000) {
       sub.unsubscribe();
+      compactor.stop();
       admin?.close();
       await Promise.all([dataplane.close(graceMs), l4.close()]);
     },
