@@ -53,7 +53,8 @@ export async function startRun(opts: RunOptions): Promise<Running> {
       if (e.type === "ERROR") log.warn({ file: e.error.file, line: e.error.line }, e.error.message);
     }),
   );
-  const translator = new Translator({ addressing: { mode: "static", addresses: opts.addresses } });
+  // No DNS records: nothing publishes them here.
+  const translator = new Translator({ addressing: { mode: "static", addresses: opts.addresses }, dnsRecords: false });
   const compactor = heapCompactor({
     onCompacted: ({ beforeBytes, afterBytes, pauseMs }) =>
       log.info({ beforeMB: Math.round(beforeBytes / 2 ** 20), afterMB: Math.round(afterBytes / 2 ** 20), pauseMs: Math.round(pauseMs) }, "heap compacted once the configuration settled"),

@@ -113,3 +113,12 @@ test("malformed objects never make the translator throw", () => {
     }
   }
 });
+
+test("dnsRecords: false leaves the DNS records out and changes nothing else", () => {
+  const objs = syntheticWorld(shape);
+  const withDns = translate(snapshotOf(objs), opts);
+  const without = new Translator({ ...opts, dnsRecords: false }).translate(snapshotOf(objs));
+  assert.ok(withDns.dns.length > 0, "the synthetic world asks for DNS names");
+  assert.deepEqual(without.dns, []);
+  assert.deepEqual({ ...without, dns: withDns.dns }, withDns);
+});

@@ -26,6 +26,11 @@ export interface TranslateOptions {
   maglevTableSize?: number;
   /** external-dns-compatible TXT owner id. */
   dnsOwnerId?: string;
+  /**
+   * Whether to compute the desired DNS records (default true). A host that publishes none
+   * (`sluice run`) turns them off: at 5,000 hostnames they hold ~9 MB and cost every tick.
+   */
+  dnsRecords?: boolean;
 }
 
 interface Memo {
@@ -48,6 +53,7 @@ export class Translator {
   private classMemo = new Map<string, { gc: GatewayClass; configs: unknown; info: ClassInfo }>();
   private policiesMemo?: { policies: unknown; configMaps: unknown; value: BackendTLSPolicies };
   private readonly dnsOwnerId: string;
+  private readonly dnsRecords: boolean;
   private routeIndex = new RouteIndex();
   private routeStatuses: RouteStatuses;
   private dns: DnsRecords;
@@ -68,6 +74,7 @@ export class Translator {
       maglevTableSize: options.maglevTableSize ?? DEFAULT_MAGLEV_TABLE_SIZE,
     };
     this.dnsOwnerId = options.dnsOwnerId ?? "sluice";
+    this.dnsRecords = options.dnsRecords ?? true;
     this.routeStatuses = new RouteStatuses(this.opts.controllerName);
     this.dns = new DnsRecords(this.dnsOwnerId);
   }
@@ -176,7 +183,7 @@ export class Translator {
     return {
       statuses,
       services: results.flatMap(({ result }) => (result.service ? [result.service] : [])),
-      dns: this.dns.update(results.flatMap(({ result }) => (result.dns ? [result.dns] : []))),
+      dns: this.dnsRecords ? this.dns.update(results.flatMap(({ result }) => (result.dns ? [result.dns] : []))) : [],
       datapath: {
         gateways: results.flatMap(({ result }) => (result.datapath ? [result.datapath] : [])),
         clusters: this.clusters.update(items((r) => r.clusters)),
