@@ -101,7 +101,7 @@ test("memory is read once a folder of routes is served", async (t) => {
   try {
     assert.equal(m.routes, 100);
     assert.ok(m.rssMB > 10 && m.peakMB >= m.servedRssMB, `rss ${m.rssMB}, served ${m.servedRssMB}, peak ${m.peakMB}`);
-    assert.ok(m.settledAfterS >= 1 && m.settledAfterS < 25, `settled after ${m.settledAfterS} s`);
+    assert.ok(m.settledAfterS >= 1 && m.settledAfterS < 35, `settled after ${m.settledAfterS} s`);
   } finally {
     await m.stop();
   }

@@ -309,8 +309,8 @@ export async function rotationUnderLoad(s: Sluice, certs: readonly [TestCert, Te
 export type Memory = {
   routes: number;
   /**
-   * RSS once settled: sampled after every route is served until it has held still for 2 s (at
-   * most 20 s). `sluice run` returns the heap grown by a large load once the config is quiet.
+   * RSS once settled: sampled after every route is served until it has held still for 5 s (at
+   * most 30 s). `sluice run` returns the heap grown by a large load once the config is quiet.
    */
   rssMB: number;
   /** Seconds from the last route served until RSS settled. */

@@ -93,18 +93,21 @@ export function rssMB(pid: number): number {
   return kb / 1024;
 }
 
-/** RSS once it has held still (within 1 MB) for 2 s, sampled every 250 ms for at most 20 s. */
+/**
+ * RSS once it has held still (within 1 MB) for 5 s, sampled every 250 ms for at most 30 s. Longer
+ * than the 3 s of quiet after which Sluice compacts its heap (operator/heap/compact.ts).
+ */
 export async function settledRss(pid: number): Promise<{ mb: number; afterS: number }> {
   const t0 = performance.now();
   let still = rssMB(pid);
   let since = t0;
-  while (performance.now() - t0 < 20_000) {
+  while (performance.now() - t0 < 30_000) {
     await new Promise((r) => setTimeout(r, 250));
     const now = rssMB(pid);
     if (Math.abs(now - still) > 1) {
       still = now;
       since = performance.now();
-    } else if (performance.now() - since >= 2000) break;
+    } else if (performance.now() - since >= 5000) break;
   }
   return { mb: rssMB(pid), afterS: (since - t0) / 1000 };
 }

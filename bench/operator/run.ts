@@ -31,7 +31,7 @@ export interface OperatorBenchResult {
   /** From the last route write until every status was written. */
   settleMs: number;
   statusWrites: { routes: number; gateways: number; classes: number; conflicts: number; conflictPaths: string[] };
-  /** RSS once settled (held still for 2 s, at most 20 s after the statuses were done). */
+  /** RSS once settled (held still for 5 s, at most 30 s after the statuses were done). */
   rssMB: number;
   /** RSS right after every status was written. */
   doneRssMB: number;
