@@ -4,10 +4,10 @@
 // afterwards; only a memory-reducing ("last resort") full collection gives it back, and Node never
 // asks for one. At 5,000 routes it takes `sluice run` from ~310 MB to ~160 MB.
 //
-// Such a collection pauses the process for a moment (~0.4 s at 5,000 routes, ~0.1 s for a small
-// config), so it runs only once the configuration has been quiet for a while: after the first
-// configuration (startup grows the young generation too: ~20 MB back), then only when the heap grew
-// a lot since the last one.
+// Such a collection pauses the process for a moment (~0.4 s at 5,000 routes), so it runs only once
+// the configuration has been quiet for a while, and only when the heap grew a lot since the start
+// or the last one. It also leaves the young generation at its smallest, to grow again with the
+// traffic: not worth it for the ~20 MB a small configuration would give back.
 import v8 from "node:v8";
 import vm from "node:vm";
 
@@ -16,7 +16,7 @@ type Gc = (options?: { type?: "major"; execution?: "sync"; flavor?: "last-resort
 export interface CompactorOptions {
   /** Quiet time after the last change before compacting; default 3 s. */
   quietMs?: number;
-  /** Heap growth since the last compaction that makes another worthwhile; default 64 MiB. */
+  /** Heap growth since the start or the last compaction that makes one worthwhile; default 64 MiB. */
   growthBytes?: number;
   /** Told what each compaction did. */
   onCompacted?: (r: Compacted) => void;
@@ -33,7 +33,7 @@ export interface Compacted {
 }
 
 export interface Compactor {
-  /** A configuration change was applied: compact once things have been quiet for quietMs, the first time or if the heap grew enough. */
+  /** A configuration change was applied: compact once things have been quiet for quietMs, if the heap grew enough. */
   changed(): void;
   stop(): void;
 }
@@ -46,13 +46,11 @@ export function heapCompactor(opts: CompactorOptions = {}): Compactor {
   let baseline = heapTotal();
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
-  let compactions = 0;
 
   const compact = (): void => {
     timer = undefined;
     const before = heapTotal();
-    if (stopped || (compactions > 0 && before - baseline < growth)) return;
-    compactions++;
+    if (stopped || before - baseline < growth) return;
     gc ??= exposeGc();
     if (!gc) return;
     const t0 = performance.now();
