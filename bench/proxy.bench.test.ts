@@ -8,6 +8,8 @@ import { makeCerts, send, type TestCert } from "../datapath/proxy/testkit.ts";
 import { startBackend, type Backend } from "./l7/backend.ts";
 import { ensurePeers } from "./l7/install.ts";
 import { measure } from "./l7/load.ts";
+import { startNodeHttp } from "./l7/peers.ts";
+import { freePort } from "./l7/proc.ts";
 import { editsUnderLoad, measurePropagation, memoryWithRoutes, rotationUnderLoad } from "./l7/scenarios.ts";
 import { baseManifests, httpRoute, rssMB, secretManifest, startSluice, type Sluice } from "./l7/sluice.ts";
 
@@ -64,6 +66,21 @@ test("a short wrk run is measured with the proxy's CPU time", async (t) => {
   assert.equal(m.errors + m.non2xx, 0);
   assert.ok(m.cpuSec > 0 && Number.isFinite(m.rpsPerCpuSec), `cpu ${m.cpuSec}`);
   assert.ok(rssMB(s.pid) > 10);
+});
+
+test("the node:http ceiling server answers the benchmark route like the proxies do", async (t) => {
+  if (!stack(t)) return;
+  const port = await freePort();
+  const srv = await startNodeHttp({ listen: { host: "127.0.0.1", port }, upstream: { host: "127.0.0.1", port: 1 }, workers: 1, hostname: HOST, pathPrefix: "/api" });
+  try {
+    const status = async (host: string, path: string): Promise<number> => (await send({ address: "127.0.0.1", port, host, path })).status;
+    assert.deepEqual(
+      [await status(HOST, "/api"), await status(`${HOST}:${port}`, "/api/x"), await status("BENCH.example", "/api/x?q"), await status(HOST, "/apix"), await status("other.example", "/api/x")],
+      [200, 200, 200, 404, 404],
+    );
+  } finally {
+    await srv.stop();
+  }
 });
 
 test("propagation is measured for 5 new routes without errors", async (t) => {

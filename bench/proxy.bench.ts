@@ -11,7 +11,7 @@ import { makeCerts, send, type TestCert } from "../datapath/proxy/testkit.ts";
 import { startBackend } from "./l7/backend.ts";
 import { ensurePeers } from "./l7/install.ts";
 import { measure, type Measured } from "./l7/load.ts";
-import { startHaproxy, startNginx, type PeerOptions } from "./l7/peers.ts";
+import { startHaproxy, startNginx, startNodeHttp, type PeerOptions } from "./l7/peers.ts";
 import { freePort, type Endpoint, type Server } from "./l7/proc.ts";
 import { editsUnderLoad, measurePropagation, memoryWithRoutes, rotationUnderLoad, type Churn, type Memory } from "./l7/scenarios.ts";
 import { baseManifests, httpRoute, rssMB, secretManifest, startSluice, type Sluice } from "./l7/sluice.ts";
@@ -48,6 +48,8 @@ const HOST = "bench.example";
 const PREFIX = "/api";
 const PATH = "/api/bench";
 const PROXIES = ["Sluice", "nginx", "HAProxy"] as const;
+/** What a proxy on node:http can reach at best (bench/l7/nodehttp.ts). */
+const CEILING = "node:http";
 type ProxyName = (typeof PROXIES)[number];
 
 // ---- helpers ----
@@ -119,10 +121,11 @@ try {
       servers.push(srv);
       return { listen, pid: srv.pid };
     };
-    const targets: { name: ProxyName; listen: Endpoint; pid: number }[] = [
+    const targets: { name: ProxyName | typeof CEILING; listen: Endpoint; pid: number }[] = [
       { name: "Sluice", listen: s.http, pid: s.pid },
       { name: "nginx", ...await peer(startNginx) },
       { name: "HAProxy", ...await peer(startHaproxy) },
+      { name: CEILING, ...await peer(startNodeHttp) },
     ];
     for (const t of targets.slice(1)) await checkRoute(t.name, t.listen);
     const wrk = (t: (typeof targets)[number], connections: number, durationSec: number) =>
@@ -179,6 +182,8 @@ try {
         target: `≥ ${dec(TARGETS.rpsPerCpu, 1)}× nginx`, met: eff >= TARGETS.rpsPerCpu,
       });
       rows.push({ measure: `Proxy CPU µs per request, ${conn}`, sluice: dec(1e6 / sl.perCpu, 1), nginx: dec(1e6 / ng.perCpu, 1), haproxy: dec(1e6 / ha.perCpu, 1) });
+      const ceiling = med(CEILING, c);
+      rows.push({ measure: `Ceiling: node:http answering the route itself, no forwarding, requests per CPU-second, ${conn}`, sluice: `${int(ceiling.perCpu)} (${times(ceiling.perCpu / ng.perCpu)} nginx)` });
       rows.push({ measure: `p50 latency ms, ${conn}`, sluice: `${dec(sl.p50, 3)} (${times(sl.p50 / ng.p50)} nginx)`, nginx: dec(ng.p50, 3), haproxy: dec(ha.p50, 3) });
       const lat = sl.p99 / ng.p99;
       rows.push({

@@ -3,6 +3,7 @@
 // Both preserve the client's Host header and add no headers; logging is off in both.
 import { chmod, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { PEER_BINARIES } from "./install.ts";
 import { makeTempDir, startServer, type Endpoint, type Server } from "./proc.ts";
 
@@ -134,4 +135,12 @@ backend route
   await writeFile(file, conf);
   // -db: foreground, no daemon; -W not needed with threads in one process.
   return startServer("haproxy", opts.bin ?? PEER_BINARIES.haproxy, ["-db", "-f", file], opts.listen, dir);
+}
+
+/** node:http answering the route itself (bench/l7/nodehttp.ts): the ceiling of a node:http proxy. */
+export async function startNodeHttp(opts: PeerOptions): Promise<Server> {
+  const dir = await makeTempDir("nodehttp");
+  const script = fileURLToPath(new URL("./nodehttp.ts", import.meta.url));
+  // process.execPath: the Node 24 this benchmark runs on.
+  return startServer("node:http", process.execPath, [script, `${opts.listen.host}:${opts.listen.port}`, checkHostname(opts.hostname), opts.pathPrefix], opts.listen, dir);
 }
