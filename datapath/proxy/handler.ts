@@ -3,7 +3,7 @@
 // timeouts and retries, and the response back with its filters applied.
 import type { IncomingMessage } from "node:http";
 import type { Http2ServerRequest } from "node:http2";
-import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
+import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from "node:http";
 import { randomUUID } from "node:crypto";
 import type { Dispatcher } from "undici";
 import type { Duplex } from "node:stream";
@@ -34,6 +34,7 @@ export interface Res {
   end(chunk: string): unknown;
   addTrailers(trailers: OutgoingHttpHeaders): void;
   destroy(err?: Error): unknown;
+  on(event: "close", cb: () => void): unknown;
   once(event: "close" | "drain", cb: () => void): unknown;
   removeListener(event: "close", cb: () => void): unknown;
 }
@@ -71,9 +72,13 @@ export interface RouteLabels {
 }
 
 export function handleRequest(state: ProxyState, conn: ConnInfo, req: Req, res: Res): void {
-  const started = performance.now();
-  const labels: RouteLabels = { route: "", backend: "" };
-  res.once("close", () => state.observer.request(req, res, labels, started));
+  const call = new Call(performance.now());
+  // One listener per request does both jobs: observing the outcome, then cancelling a forward
+  // still waiting for its answer. (once() would allocate a wrapper per listener.)
+  res.on("close", () => {
+    state.observer.request(req, res, call, call.started);
+    call.forwarding?.clientClosed();
+  });
   const r = routeRequest(state, conn, req);
   if ("status" in r) {
     // A removed listener, or a request too broken to trust what follows it on the connection:
@@ -81,8 +86,20 @@ export function handleRequest(state: ProxyState, conn: ConnInfo, req: Req, res: 
     if ((r.status === 503 || r.status === 400) && !("stream" in req)) res.setHeader("connection", "close");
     return void errorReply(res, r.grpc, r.status, r.message);
   }
-  labels.route = routeLabel(r.entry);
-  serve(state, req, res, { ...r, labels });
+  call.route = routeLabel(r.entry);
+  serve(state, req, res, { port: r.port, conn: r.conn, listener: r.listener, entry: r.entry, authority: r.authority, path: r.path, grpc: r.grpc, labels: call });
+}
+
+/** A request from arrival until its response closes: its labels, and the forward that may still be running. */
+class Call implements RouteLabels {
+  route = "";
+  backend = "";
+  readonly started: number;
+  forwarding: Forwarding | undefined = undefined;
+
+  constructor(started: number) {
+    this.started = started;
+  }
 }
 
 export type Routed = Omit<Exchange, "labels">;
@@ -159,27 +176,33 @@ export interface Upgrade {
   head: Buffer;
 }
 
-export function serve(state: ProxyState, req: Req, res: Res, x: Exchange, upgrade?: Upgrade): void {
-  const { entry } = x;
-  const h = req.headers as HeaderMap;
-  const qi = x.path.indexOf("?");
-  const pathOnly = qi < 0 ? x.path : x.path.slice(0, qi);
-  const query = qi < 0 ? "" : x.path.slice(qi);
-  const responseHeaders: Record<string, string> = {};
-  let cors: CorsFilter | undefined;
+type Mirror = Extract<Filter, { type: "RequestMirror" }>;
+type ResponseMod = Extract<Filter, { type: "ResponseHeaderModifier" }>;
+// Shared by the requests without filters (most): read only, never mutated.
+const NO_MIRRORS: readonly Mirror[] = Object.freeze([]);
+const NO_RESPONSE_MODS: readonly ResponseMod[] = Object.freeze([]);
+const NO_RESPONSE_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 
-  // Rule filters, then (once a backend is chosen) its own filters.
-  const out: HeaderMap = {};
-  copyRequestHeaders(h, out);
-  let host = x.authority;
-  let upstreamPath = pathOnly;
-  const mirrors: Extract<Filter, { type: "RequestMirror" }>[] = [];
-  const responseMods: Extract<Filter, { type: "ResponseHeaderModifier" }>[] = [];
-  const apply = (filters: readonly Filter[]): boolean => {
+/** What a route's filters decided. Made only for requests whose rule or backend has filters. */
+class Filtered {
+  host: string;
+  upstreamPath: string;
+  cors: CorsFilter | undefined = undefined;
+  mirrors: Mirror[] = [];
+  responseMods: ResponseMod[] = [];
+
+  constructor(host: string, upstreamPath: string) {
+    this.host = host;
+    this.upstreamPath = upstreamPath;
+  }
+
+  /** Applies filters in order; false when one of them answered the request itself. */
+  apply(filters: readonly Filter[], req: Req, res: Res, x: Exchange, out: HeaderMap, pathOnly: string, query: string): boolean {
+    const h = req.headers as HeaderMap;
     for (const f of filters) {
       switch (f.type) {
         case "CORS":
-          cors = f;
+          this.cors = f;
           if (isPreflight(req.method ?? "", h)) {
             // Answered here, never forwarded: the backend may not know CORS at all.
             res.writeHead(204, preflightHeaders(f, h));
@@ -194,7 +217,7 @@ export function serve(state: ProxyState, req: Req, res: Res, x: Exchange, upgrad
             listenerPort: x.port.binding.gatewayPort,
             path: pathOnly,
             query,
-            match: entry.match,
+            match: x.entry.match,
             portOffset: x.port.binding.port - x.port.binding.gatewayPort,
           });
           res.writeHead(f.statusCode, { location, "content-length": "0" });
@@ -205,28 +228,49 @@ export function serve(state: ProxyState, req: Req, res: Res, x: Exchange, upgrad
           modifyHeaders(out, f.modifier);
           break;
         case "ResponseHeaderModifier":
-          responseMods.push(f);
+          this.responseMods.push(f);
           break;
         case "URLRewrite":
-          if (f.hostname !== undefined) host = f.hostname;
-          if (f.path) upstreamPath = rewritePath(pathOnly, f.path, entry.match);
+          if (f.hostname !== undefined) this.host = f.hostname;
+          if (f.path) this.upstreamPath = rewritePath(pathOnly, f.path, x.entry.match);
           break;
         case "RequestMirror":
-          mirrors.push(f);
+          this.mirrors.push(f);
           break;
       }
     }
     return true;
-  };
-  if (!apply(entry.filters)) return;
+  }
+}
+
+export function serve(state: ProxyState, req: Req, res: Res, x: Exchange, upgrade?: Upgrade): void {
+  const { entry } = x;
+  const h = req.headers as HeaderMap;
+  const qi = x.path.indexOf("?");
+  const pathOnly = qi < 0 ? x.path : x.path.slice(0, qi);
+  const query = qi < 0 ? "" : x.path.slice(qi);
+
+  // Rule filters, then (once a backend is chosen) its own filters.
+  const out: HeaderMap = {};
+  copyRequestHeaders(h, out);
+  let filtered: Filtered | undefined;
+  if (entry.filters.length) {
+    filtered = new Filtered(x.authority, pathOnly);
+    if (!filtered.apply(entry.filters, req, res, x, out, pathOnly, query)) return;
+  }
   if (entry.direct) return void errorReply(res, x.grpc, entry.direct.status, entry.direct.reason);
   const backend = chooseBackend(entry.backends);
   if (!backend) return void errorReply(res, x.grpc, 500, "no backends");
-  if (!apply(backend.filters)) return;
+  if (backend.filters.length) {
+    filtered ??= new Filtered(x.authority, pathOnly);
+    if (!filtered.apply(backend.filters, req, res, x, out, pathOnly, query)) return;
+  }
+  let responseHeaders = NO_RESPONSE_HEADERS;
   // After both filter lists: a CORS filter may sit on the rule or on the chosen backendRef.
+  const cors = filtered?.cors;
   if (cors) {
     const origin = h.origin;
-    if (typeof origin === "string" && originAllowed(cors, origin)) Object.assign(responseHeaders, actualHeaders(cors, origin));
+    if (typeof origin === "string" && originAllowed(cors, origin)) responseHeaders = actualHeaders(cors, origin);
   }
   if (!backend.cluster) return void errorReply(res, x.grpc, 500, backend.invalid ?? "invalid backend");
   x.labels.backend = backend.cluster;
@@ -240,15 +284,16 @@ export function serve(state: ProxyState, req: Req, res: Res, x: Exchange, upgrad
   out["x-forwarded-proto"] = x.conn.tls ? "https" : "http";
   out["x-forwarded-host"] ??= x.authority;
   if (typeof out["x-request-id"] !== "string" || out["x-request-id"].length > 200) out["x-request-id"] = randomUUID();
-  out.host = host;
+  out.host = filtered ? filtered.host : x.authority;
   if (x.grpc) out.te = "trailers";
 
+  const mirrors = filtered ? filtered.mirrors : NO_MIRRORS;
   const fwd: Forward = {
     method: req.method ?? "GET",
-    path: upstreamPath + query,
+    path: (filtered ? filtered.upstreamPath : pathOnly) + query,
     headers: out,
     responseHeaders,
-    responseMods,
+    responseMods: filtered ? filtered.responseMods : NO_RESPONSE_MODS,
     entry,
     grpc: x.grpc,
   };
@@ -256,19 +301,15 @@ export function serve(state: ProxyState, req: Req, res: Res, x: Exchange, upgrad
   const hasBody = requestHasBody(req);
   const replay = hasBody && (entry.retry !== undefined || mirrors.length > 0);
   if (!hasBody) {
-    fireMirrors(state, mirrors, fwd, null);
-    void forward(state, req, res, cluster, fwd, null);
-    return;
+    if (mirrors.length) fireMirrors(state, mirrors, fwd, null);
+    return void forward(req, res, cluster, fwd, null, x.labels);
   }
-  if (!replay) {
-    void forward(state, req, res, cluster, fwd, req);
-    return;
-  }
+  if (!replay) return void forward(req, res, cluster, fwd, req, x.labels);
   readBody(req, state.replayLimit).then(
     (body) => {
       if (body === "too-large") return void errorReply(res, x.grpc, 413, "request body too large to replay");
       fireMirrors(state, mirrors, fwd, body);
-      void forward(state, req, res, cluster, fwd, body);
+      forward(req, res, cluster, fwd, body, x.labels);
     },
     () => res.destroy(),
   );
@@ -331,8 +372,8 @@ export interface Forward {
   path: string;
   headers: HeaderMap;
   /** Added to the response (CORS). */
-  responseHeaders: Record<string, string>;
-  responseMods: Extract<Filter, { type: "ResponseHeaderModifier" }>[];
+  responseHeaders: Readonly<Record<string, string>>;
+  responseMods: readonly ResponseMod[];
   entry: RouteEntry;
   grpc: boolean;
 }
@@ -348,169 +389,149 @@ class RetryableStatus extends Error {
   }
 }
 
-type Attempt = { kind: "done" } | { kind: "error"; error: Error; connect: boolean } | { kind: "status"; status: number } | { kind: "timeout" };
+type Outcome = "done" | "error" | "status" | "timeout";
+
+function forward(req: Req, res: Res, cluster: ClusterRuntime, fwd: Forward, body: Body, labels: RouteLabels): void {
+  const f = new Forwarding(req, res, cluster, fwd, body);
+  // A client that goes away cancels the upstream request: through the request's own close
+  // listener when there is one (handleRequest), else through one of our own.
+  if (labels instanceof Call) labels.forwarding = f;
+  else res.once("close", () => f.clientClosed());
+  f.start();
+}
 
 /**
- * One forwarded request across its attempts. Cancelling (client gone, request timeout) aborts the
- * running attempt, ends one still waiting in a pool queue at once, and makes it abort itself
- * should the pool start it later: a queued request has no controller to abort yet.
+ * One forwarded request across its attempts, driven by callbacks rather than promises: the
+ * common case (one attempt, no timeout) then costs no promise, closure or microtask. Cancelling
+ * (client gone, request timeout) aborts the running attempt (see Attempt.cancel).
  */
-interface Flight {
-  controller?: Dispatcher.DispatchController;
-  cancelled?: Error;
-  /** Settles the current attempt while it has not started. */
-  settleQueued?: (a: Attempt) => void;
-}
+class Forwarding {
+  readonly req: Req;
+  readonly res: Res;
+  readonly fwd: Forward;
+  readonly body: Body;
+  private readonly cluster: ClusterRuntime;
+  private readonly maxRetries: number;
+  private attempt = 0;
+  private prev: Endpoint | undefined = undefined;
+  private current: Attempt | undefined = undefined;
+  private requestTimer: NodeJS.Timeout | undefined = undefined;
+  private requestTimedOut = false;
+  private clientGone = false;
+  private finished = false;
 
-function cancel(flight: Flight, err: Error): void {
-  if (flight.cancelled) return;
-  flight.cancelled = err;
-  if (flight.controller) flight.controller.abort(err);
-  else flight.settleQueued?.(err instanceof TimeoutError ? { kind: "timeout" } : { kind: "error", error: err, connect: false });
-}
+  constructor(req: Req, res: Res, cluster: ClusterRuntime, fwd: Forward, body: Body) {
+    this.req = req;
+    this.res = res;
+    this.cluster = cluster;
+    this.fwd = fwd;
+    this.body = body;
+    const retry = fwd.entry.retry;
+    const replayable = body === null || Buffer.isBuffer(body);
+    this.maxRetries = replayable && retry ? retry.attempts : 0;
+  }
 
-const NO_ATTEMPT: Attempt = { kind: "error", error: new Error("no endpoint was tried"), connect: true };
-
-async function forward(state: ProxyState, req: Req, res: Res, cluster: ClusterRuntime, fwd: Forward, body: Body): Promise<void> {
-  const retry = fwd.entry.retry;
-  const timeouts = fwd.entry.timeouts;
-  const replayable = body === null || Buffer.isBuffer(body);
-  const maxRetries = replayable && retry ? retry.attempts : 0;
-  let requestTimedOut = false;
-  let clientGone = false;
-  let flight: Flight = {};
-  const requestTimer = timeouts?.requestMs
-    ? setTimeout(() => {
-        requestTimedOut = true;
-        cancel(flight, new TimeoutError("request timeout"));
-      }, timeouts.requestMs)
-    : undefined;
-  // A client that goes away cancels the upstream request. (Http2ServerResponse has no
-  // `destroyed`, and its writableFinished is true after a reset: only writableEnded tells.)
-  const onClose = (): void => {
-    if (res.writableEnded) return;
-    clientGone = true;
-    cancel(flight, new Error("client closed"));
-  };
-  res.once("close", onClose);
-  // Shared, not per request: an Error captures a stack trace, which costs more than the routing.
-  let last: Attempt = NO_ATTEMPT;
-  let prev: Endpoint | undefined;
-  try {
-    for (let attempt = 0; attempt <= maxRetries; attempt++) {
-      if (attempt > 0) await sleep(retry?.backoffMs ?? 25);
-      if (requestTimedOut || clientGone) break;
-      const ep = cluster.pick(Date.now(), prev);
-      if (!ep) break;
-      prev = ep;
-      const retryCodes = attempt < maxRetries ? retry?.codes : undefined;
-      flight = {};
-      last = await once(req, res, ep, fwd, body, retryCodes, timeouts?.backendRequestMs, flight);
-      if (last.kind === "done") return;
-      if (requestTimedOut || clientGone) break;
-      // A backend request timeout is retried like a lost connection (HTTPRouteRetryWithTimeouts).
-      const retryable = last.kind === "status" || last.kind === "timeout" || (last.kind === "error" && last.connect);
-      if (!retryable || res.headersSent) break;
+  start(): void {
+    const ms = this.fwd.entry.timeouts?.requestMs;
+    if (ms) {
+      this.requestTimer = setTimeout(() => {
+        this.requestTimedOut = true;
+        this.current?.cancel(new TimeoutError("request timeout"));
+      }, ms);
     }
-    if (clientGone) return;
-    if (res.headersSent) {
-      res.destroy();
+    this.next();
+  }
+
+  /** The client connection closed. (Http2ServerResponse has no `destroyed`, and its writableFinished is true after a reset: only writableEnded tells.) */
+  clientClosed(): void {
+    if (this.finished || this.res.writableEnded) return;
+    this.clientGone = true;
+    this.current?.cancel(new Error("client closed"));
+  }
+
+  private next(): void {
+    if (this.requestTimedOut || this.clientGone) return this.finish();
+    const ep = this.cluster.pick(Date.now(), this.prev);
+    if (!ep) return this.finish();
+    this.prev = ep;
+    const { retry, timeouts } = this.fwd.entry;
+    const a = new Attempt(this, ep, this.attempt < this.maxRetries ? retry?.codes : undefined, timeouts?.backendRequestMs);
+    this.current = a;
+    a.dispatch();
+  }
+
+  /** An attempt's outcome, once. */
+  settled(a: Attempt): void {
+    if (a.outcome === "done") {
+      this.finished = true;
+      clearTimeout(this.requestTimer);
       return;
     }
-    if (requestTimedOut || last.kind === "timeout") return void errorReply(res, fwd.grpc, 504, "upstream timeout");
-    if (last.kind === "status") return void errorReply(res, fwd.grpc, last.status, "upstream error");
-    return void errorReply(res, fwd.grpc, last.kind === "error" && last.connect ? 503 : 502, "upstream unavailable");
-  } finally {
-    clearTimeout(requestTimer);
-    res.removeListener("close", onClose);
+    // Decided once the undici callback that settled the attempt has returned, never inside it.
+    queueMicrotask(() => this.afterAttempt(a));
   }
-}
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
+  private afterAttempt(a: Attempt): void {
+    if (this.requestTimedOut || this.clientGone) return this.finish();
+    // A backend request timeout is retried like a lost connection (HTTPRouteRetryWithTimeouts).
+    const retryable = a.outcome === "status" || a.outcome === "timeout" || (a.outcome === "error" && a.connect);
+    if (!retryable || this.res.headersSent || ++this.attempt > this.maxRetries) return this.finish();
+    setTimeout(() => this.next(), this.fwd.entry.retry?.backoffMs ?? 25);
+  }
+
+  /** No attempt answered: says why, unless the client is gone or the answer already started. */
+  private finish(): void {
+    this.finished = true;
+    clearTimeout(this.requestTimer);
+    const { res, fwd } = this;
+    if (this.clientGone) return;
+    if (res.headersSent) return void res.destroy();
+    const last = this.current;
+    if (this.requestTimedOut || last?.outcome === "timeout") return errorReply(res, fwd.grpc, 504, "upstream timeout");
+    if (last?.outcome === "status") return errorReply(res, fwd.grpc, last.status, "upstream error");
+    // No attempt at all: as if no endpoint could be reached.
+    const connect = last === undefined || (last.outcome === "error" && last.connect);
+    errorReply(res, fwd.grpc, connect ? 503 : 502, "upstream unavailable");
+  }
 }
 
 const CONNECT_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "EPIPE", "UND_ERR_SOCKET", "UND_ERR_CONNECT_TIMEOUT", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN", "UND_ERR_CLOSED"]);
 
-/** One attempt against one endpoint. Streams the response to the client unless its status is to be retried. */
-function once(
-  req: Req, res: Res, ep: Endpoint, fwd: Forward, body: Body,
-  retryCodes: readonly number[] | undefined, timeoutMs: number | undefined, flight: Flight,
-): Promise<Attempt> {
-  return new Promise<Attempt>((resolve) => {
-    let settled = false;
-    let started = false;
-    let timer: NodeJS.Timeout | undefined;
-    let statusTrailers: Record<string, string | string[]> | undefined;
-    const settle = (a: Attempt): void => {
-      if (settled) return;
-      settled = true;
-      flight.settleQueued = undefined;
-      clearTimeout(timer);
-      resolve(a);
-    };
-    flight.settleQueued = settle;
-    const handler: Dispatcher.DispatchHandler = {
-      onRequestStart(c) {
-        flight.settleQueued = undefined;
-        flight.controller = c;
-        // Cancelled while it waited for a pooled connection.
-        if (flight.cancelled || settled) return void c.abort(flight.cancelled ?? new Error("cancelled"));
-        if (timeoutMs) timer = setTimeout(() => c.abort(new TimeoutError("backend request timeout")), timeoutMs);
-      },
-      onResponseStart(c, status, headers) {
-        if (settled) return void c.abort(new Error("cancelled"));
-        const failed = status === 502 || status === 503 || status === 504;
-        recordResult(ep, !failed, Date.now());
-        if (retryCodes?.includes(status)) {
-          c.abort(new RetryableStatus(status));
-          return;
-        }
-        started = true;
-        // Backend timeouts cover the wait for the response head; a streaming body may take its time.
-        clearTimeout(timer);
-        const out = responseHeadersFor(headers, fwd, "stream" in req);
-        if (fwd.grpc && "stream" in req) statusTrailers = takeStatusHeaders(out);
-        res.writeHead(status, out);
-        // Small responses fit the first write; flushing the head early would cost a packet.
-      },
-      onResponseData(c, chunk) {
-        if (settled) return void c.abort(new Error("cancelled"));
-        if (!res.write(chunk)) {
-          // Resumed on drain; a client that goes away instead aborts the request (onClose), so a
-          // paused upstream connection is never left waiting for a drain that cannot come.
-          c.pause();
-          res.once("drain", () => c.resume());
-        }
-      },
-      onResponseEnd(_c, trailers) {
-        if (settled) return;
-        // HTTP/1.1 responses here are not chunked with a Trailer header, so only HTTP/2 carries trailers (gRPC).
-        const all = statusTrailers ? { ...statusTrailers, ...trailers } : trailers;
-        if ("stream" in req && all && Object.keys(all).length) res.addTrailers(all);
-        res.end();
-        settle({ kind: "done" });
-      },
-      onResponseError(_c, err) {
-        if (err instanceof RetryableStatus) return settle({ kind: "status", status: err.status });
-        if (err instanceof TimeoutError) {
-          if (started) res.destroy();
-          return settle({ kind: "timeout" });
-        }
-        // A cancelled request says nothing about the endpoint's health.
-        if (flight.cancelled) {
-          if (started) res.destroy();
-          return settle({ kind: "error", error: err, connect: false });
-        }
-        const code = (err as NodeJS.ErrnoException).code ?? "";
-        const connect = !started && CONNECT_ERRORS.has(code);
-        if (!started) recordResult(ep, false, Date.now());
-        if (started) res.destroy(err);
-        settle({ kind: "error", error: err, connect });
-      },
-    };
+/**
+ * One attempt against one endpoint, as undici's dispatch handler. Streams the response to the
+ * client unless its status is to be retried. Cancelling aborts it once running; one still
+ * waiting in a pool queue has no controller yet: it settles at once, and aborts itself should
+ * the pool start it later.
+ */
+class Attempt implements Dispatcher.DispatchHandler {
+  /** Undefined while running. */
+  outcome: Outcome | undefined = undefined;
+  /** For "status": the status to answer with. */
+  status = 0;
+  /** For "error": failed before any response, in a way another endpoint may not. */
+  connect = false;
+  private readonly f: Forwarding;
+  private readonly ep: Endpoint;
+  private readonly retryCodes: readonly number[] | undefined;
+  private readonly timeoutMs: number | undefined;
+  private started = false;
+  private queued = true;
+  private controller: Dispatcher.DispatchController | undefined = undefined;
+  private cancelled: Error | undefined = undefined;
+  private timer: NodeJS.Timeout | undefined = undefined;
+  private statusTrailers: Record<string, string | string[]> | undefined = undefined;
+
+  constructor(f: Forwarding, ep: Endpoint, retryCodes: readonly number[] | undefined, timeoutMs: number | undefined) {
+    this.f = f;
+    this.ep = ep;
+    this.retryCodes = retryCodes;
+    this.timeoutMs = timeoutMs;
+  }
+
+  dispatch(): void {
+    const { fwd, body } = this.f;
     try {
-      ep.pool.dispatch(
+      this.ep.pool.dispatch(
         {
           path: fwd.path,
           method: fwd.method as Dispatcher.HttpMethod,
@@ -519,16 +540,120 @@ function once(
           // Idempotency is the route author's call here: retries are configured per rule.
           idempotent: true,
           blocking: false,
+          // Plain connections have no SNI; naming one spares undici deriving it from the Host
+          // header on every request (an IPv6 regex test). TLS ones keep undici's (or the pool's) choice.
+          servername: this.ep.tls ? undefined : this.ep.host,
         } as Dispatcher.DispatchOptions,
-        handler,
+        this,
       );
-    } catch (err) {
-      settle({ kind: "error", error: err as Error, connect: true });
+    } catch {
+      this.settle("error", true);
     }
-  });
+  }
+
+  cancel(err: Error): void {
+    if (this.cancelled) return;
+    this.cancelled = err;
+    if (this.controller) this.controller.abort(err);
+    else if (this.queued) this.settle(err instanceof TimeoutError ? "timeout" : "error", false);
+  }
+
+  private settle(outcome: Outcome, connect = false, status = 0): void {
+    if (this.outcome !== undefined) return;
+    this.outcome = outcome;
+    this.connect = connect;
+    this.status = status;
+    this.queued = false;
+    clearTimeout(this.timer);
+    this.f.settled(this);
+  }
+
+  onRequestStart(c: Dispatcher.DispatchController): void {
+    this.queued = false;
+    this.controller = c;
+    // Cancelled while it waited for a pooled connection.
+    if (this.cancelled || this.outcome !== undefined) return void c.abort(this.cancelled ?? new Error("cancelled"));
+    if (this.timeoutMs) this.timer = setTimeout(() => c.abort(new TimeoutError("backend request timeout")), this.timeoutMs);
+  }
+
+  onResponseStart(c: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders): void {
+    if (this.outcome !== undefined) return void c.abort(new Error("cancelled"));
+    const failed = status === 502 || status === 503 || status === 504;
+    recordResult(this.ep, !failed, Date.now());
+    if (this.retryCodes?.includes(status)) return void c.abort(new RetryableStatus(status));
+    this.started = true;
+    // Backend timeouts cover the wait for the response head; a streaming body may take its time.
+    clearTimeout(this.timer);
+    const { req, res, fwd } = this.f;
+    if ("stream" in req) {
+      const out = responseHeadersFor(headers, fwd, true);
+      if (fwd.grpc) this.statusTrailers = takeStatusHeaders(out);
+      res.writeHead(status, out);
+    } else if (fwd.responseMods.length === 0 && fwd.responseHeaders === NO_RESPONSE_HEADERS) {
+      // Nothing to merge: a flat [name, value, ...] list, which Node's HTTP/1.1 response writes
+      // without an object walk (HTTP/2's takes only string values there).
+      (res as unknown as ServerResponse).writeHead(status, flatResponseHeaders(headers));
+    } else {
+      res.writeHead(status, responseHeadersFor(headers, fwd, false));
+    }
+    // Small responses fit the first write; flushing the head early would cost a packet.
+  }
+
+  onResponseData(c: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.outcome !== undefined) return void c.abort(new Error("cancelled"));
+    const res = this.f.res;
+    if (!res.write(chunk)) {
+      // Resumed on drain; a client that goes away instead aborts the request (clientClosed), so a
+      // paused upstream connection is never left waiting for a drain that cannot come.
+      c.pause();
+      res.once("drain", () => c.resume());
+    }
+  }
+
+  onResponseEnd(_c: Dispatcher.DispatchController, trailers: IncomingHttpHeaders): void {
+    if (this.outcome !== undefined) return;
+    const { req, res } = this.f;
+    // HTTP/1.1 responses here are not chunked with a Trailer header, so only HTTP/2 carries trailers (gRPC).
+    if ("stream" in req) {
+      const all = this.statusTrailers ? { ...this.statusTrailers, ...trailers } : trailers;
+      if (all && Object.keys(all).length) res.addTrailers(all);
+    }
+    res.end();
+    this.settle("done");
+  }
+
+  onResponseError(_c: Dispatcher.DispatchController | null, err: Error): void {
+    if (err instanceof RetryableStatus) return this.settle("status", false, err.status);
+    const res = this.f.res;
+    if (err instanceof TimeoutError) {
+      if (this.started) res.destroy();
+      return this.settle("timeout");
+    }
+    // A cancelled request says nothing about the endpoint's health.
+    if (this.cancelled) {
+      if (this.started) res.destroy();
+      return this.settle("error", false);
+    }
+    const code = (err as NodeJS.ErrnoException).code ?? "";
+    const connect = !this.started && CONNECT_ERRORS.has(code);
+    if (!this.started) recordResult(this.ep, false, Date.now());
+    if (this.started) res.destroy(err);
+    this.settle("error", connect);
+  }
 }
 
 const DROP_RESPONSE = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "http2-settings"]);
+
+/** The backend's response headers for an HTTP/1.1 client, hop-by-hop ones left out, as writeHead's flat list. */
+function flatResponseHeaders(upstream: IncomingHttpHeaders): (string | string[])[] {
+  const out: (string | string[])[] = [];
+  for (const k in upstream) {
+    const v = upstream[k];
+    if (v === undefined || DROP_RESPONSE.has(k)) continue;
+    out.push(k, v);
+  }
+  return out;
+}
 
 function responseHeadersFor(upstream: IncomingHttpHeaders, fwd: Forward, h2: boolean): Record<string, string | string[]> {
   const out: HeaderMap = {};
@@ -539,15 +664,16 @@ function responseHeadersFor(upstream: IncomingHttpHeaders, fwd: Forward, h2: boo
   for (const m of fwd.responseMods) modifyHeaders(out, m.modifier);
   for (const k in fwd.responseHeaders) {
     const prev = out[k];
+    const add = fwd.responseHeaders[k] as string;
     // Vary lists what the answer depends on: CORS adds Origin to the backend's list, never replaces it.
-    out[k] = k === "vary" && prev !== undefined ? `${Array.isArray(prev) ? prev.join(", ") : prev}, ${fwd.responseHeaders[k]}` : fwd.responseHeaders[k];
+    out[k] = k === "vary" && prev !== undefined ? `${Array.isArray(prev) ? prev.join(", ") : prev}, ${add}` : add;
   }
   return out as Record<string, string | string[]>;
 }
 
 const MIRROR_TIMEOUT_MS = 30_000;
 
-function fireMirrors(state: ProxyState, mirrors: readonly Extract<Filter, { type: "RequestMirror" }>[], fwd: Forward, body: Buffer | null): void {
+function fireMirrors(state: ProxyState, mirrors: readonly Mirror[], fwd: Forward, body: Buffer | null): void {
   for (const m of mirrors) {
     if (m.percent < 100 && Math.random() * 100 >= m.percent) continue;
     const cluster = m.backend.cluster ? state.upstreams.cluster(m.backend.cluster, fwd.grpc) : undefined;

@@ -1,5 +1,9 @@
 // Access logs (JSON lines through pino) and Prometheus metrics (prom-client) for every request.
 // Metric labels are bounded: route rule and backend cluster, never the path or the host.
+//
+// Per request the request counter only bumps a plain number: prom-client validates and hashes the
+// label object on every inc(). The counts reach prom-client when it is scraped (the counter's
+// collect hook), so what a scrape reads is the same.
 import { pino, type DestinationStream, type Logger } from "pino";
 import { Counter, Histogram, Registry } from "prom-client";
 import type { Req, Res, RouteLabels } from "./handler.ts";
@@ -26,11 +30,15 @@ export function createObserver(opts: ObserverOptions = {}): Observer {
   const access = opts.accessLogStream
     ? pino(accessOpts, opts.accessLogStream)
     : opts.accessLogFd === undefined ? undefined : pino(accessOpts, pino.destination({ fd: opts.accessLogFd, sync: false }));
-  const requests = new Counter({
+  const counts = new RequestCounts();
+  new Counter({
     name: "sluice_proxy_requests_total",
     help: "HTTP requests answered by the proxy, by route rule, backend cluster and status code",
     labelNames: ["route", "backend", "code"] as const,
     registers: [registry],
+    collect() {
+      counts.flush(this);
+    },
   });
   const duration = new Histogram({
     name: "sluice_proxy_request_duration_seconds",
@@ -46,7 +54,7 @@ export function createObserver(opts: ObserverOptions = {}): Observer {
       const seconds = (performance.now() - startedMs) / 1000;
       // 0: the connection closed (or the HTTP/2 stream was reset) before a full response.
       const code = res.writableEnded && res.writableFinished ? res.statusCode : 0;
-      requests.inc({ route: labels.route, backend: labels.backend, code: String(code) });
+      counts.add(labels.route, labels.backend, code);
       duration.observe({ route: labels.route }, seconds);
       access?.info({
         method: req.method,
@@ -62,4 +70,38 @@ export function createObserver(opts: ObserverOptions = {}): Observer {
       });
     },
   };
+}
+
+interface Count {
+  labels: { route: string; backend: string; code: string };
+  /** Requests since the last scrape. */
+  pending: number;
+}
+
+/** Request counts by route, backend and code, handed to the prom-client counter at each scrape. */
+class RequestCounts {
+  private byRoute = new Map<string, Map<string, Map<number, Count>>>();
+  private all: Count[] = [];
+
+  add(route: string, backend: string, code: number): void {
+    let byBackend = this.byRoute.get(route);
+    if (!byBackend) this.byRoute.set(route, (byBackend = new Map()));
+    let byCode = byBackend.get(backend);
+    if (!byCode) byBackend.set(backend, (byCode = new Map()));
+    let c = byCode.get(code);
+    if (!c) {
+      c = { labels: { route, backend, code: String(code) }, pending: 0 };
+      byCode.set(code, c);
+      this.all.push(c);
+    }
+    c.pending++;
+  }
+
+  flush(counter: Counter<"route" | "backend" | "code">): void {
+    for (const c of this.all) {
+      if (c.pending === 0) continue;
+      counter.inc(c.labels, c.pending);
+      c.pending = 0;
+    }
+  }
 }

@@ -195,6 +195,9 @@ export class Proxy {
         keepAliveTimeout: this.limits.idleTimeoutMs,
         connectionsCheckingInterval: checkingInterval(this.limits),
         noDelay: true,
+        // A request without Content-Length or Transfer-Encoding has no body (RFC 9112 §6.3): its
+        // stream starts ended instead of going through a readable's life cycle of events.
+        optimizeEmptyRequests: true,
       },
       (req, res) => this.onRequest(conn, req, res),
     );
@@ -350,6 +353,7 @@ export class Proxy {
         requestTimeout: this.limits.requestTimeoutMs,
         keepAliveTimeout: this.limits.idleTimeoutMs,
         connectionsCheckingInterval: checkingInterval(this.limits),
+        optimizeEmptyRequests: true,
       };
       const s = http2.createSecureServer({
         ...this.h2Options(),
