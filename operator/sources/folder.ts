@@ -238,9 +238,15 @@ function readNamed(listing: Listing, cache: Map<string, FileManifests>, changed:
       toRead.add(file);
     }
   }
-  for (const file of toRead) if (readOneSync(file, cache) === undefined) cache.delete(file);
-  listing.files = [...cache.keys()].sort();
-  return { files: listing.files.map((f) => cache.get(f) as FileManifests), errors: [], unreadable: [] };
+  // An unreadable file is reported (its cached version stays for a later read), as the walk does.
+  const failed = new Map<string, FileManifests>();
+  for (const file of toRead) {
+    const entry = readOneSync(file, cache);
+    if (entry === undefined) cache.delete(file);
+    else if (cache.get(file) !== entry) failed.set(file, entry);
+  }
+  const files = [...new Set([...cache.keys(), ...failed.keys()])].sort();
+  return { files: files.map((f) => failed.get(f) ?? (cache.get(f) as FileManifests)), errors: [], unreadable: [] };
 }
 
 const isManifestName = (file: string): boolean => {
