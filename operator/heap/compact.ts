@@ -10,6 +10,7 @@
 // traffic: not worth it for the ~20 MB a small configuration would give back.
 import v8 from "node:v8";
 import vm from "node:vm";
+import type { Logger } from "pino";
 
 type Gc = (options?: { type?: "major"; execution?: "sync"; flavor?: "last-resort" }) => void;
 
@@ -30,6 +31,12 @@ export interface Compacted {
   beforeBytes: number;
   afterBytes: number;
   pauseMs: number;
+}
+
+/** Logs a compaction in whole MB and ms. */
+export function logCompaction(log: Logger, message: string): (r: Compacted) => void {
+  return ({ beforeBytes, afterBytes, pauseMs }) =>
+    log.info({ beforeMB: Math.round(beforeBytes / 2 ** 20), afterMB: Math.round(afterBytes / 2 ** 20), pauseMs: Math.round(pauseMs) }, message);
 }
 
 export interface Compactor {

@@ -20,7 +20,7 @@ import { LeaderElector } from "../shell/leader.ts";
 import { OperatorMetrics } from "../shell/metrics.ts";
 import type { DistributionServer } from "../sinks/distribution.ts";
 import { distributionSink } from "./sinks.ts";
-import { heapCompactor } from "../heap/compact.ts";
+import { heapCompactor, logCompaction } from "../heap/compact.ts";
 
 /** One translation: the snapshot and what the translator made of it. */
 export interface Update {
@@ -164,10 +164,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
   );
   const reported: Reported = new Map();
   let warned = new Set<string>();
-  const compactor = heapCompactor({
-    onCompacted: ({ beforeBytes, afterBytes, pauseMs }) =>
-      log.info({ beforeMB: Math.round(beforeBytes / 2 ** 20), afterMB: Math.round(afterBytes / 2 ** 20), pauseMs: Math.round(pauseMs) }, "heap compacted once the cluster's state settled"),
-  });
+  const compactor = heapCompactor({ onCompacted: logCompaction(log, "heap compacted once the cluster's state settled") });
   const sub: Subscription = createStore(events$, { coalesceMs: opts.coalesceMs ?? DEFAULT_COALESCE_MS, sources: kubeSourceNames(kinds), ...(acks$ ? { acks$ } : {}) })
     .pipe(
       map((snapshot): Update => {

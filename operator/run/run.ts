@@ -7,7 +7,7 @@ import { Subject, concatMap, map, tap, type Subscription } from "rxjs";
 import http from "node:http";
 import type { Logger } from "pino";
 import { watchManifests, sourceName } from "../sources/folder.ts";
-import { heapCompactor } from "../heap/compact.ts";
+import { heapCompactor, logCompaction } from "../heap/compact.ts";
 import { createStore } from "../store/store.ts";
 import { Translator } from "../translate/translate.ts";
 import type { TranslateResult } from "../translate/output.ts";
@@ -55,10 +55,7 @@ export async function startRun(opts: RunOptions): Promise<Running> {
   );
   // No DNS records: nothing publishes them here.
   const translator = new Translator({ addressing: { mode: "static", addresses: opts.addresses }, dnsRecords: false });
-  const compactor = heapCompactor({
-    onCompacted: ({ beforeBytes, afterBytes, pauseMs }) =>
-      log.info({ beforeMB: Math.round(beforeBytes / 2 ** 20), afterMB: Math.round(afterBytes / 2 ** 20), pauseMs: Math.round(pauseMs) }, "heap compacted once the configuration settled"),
-  });
+  const compactor = heapCompactor({ onCompacted: logCompaction(log, "heap compacted once the configuration settled") });
   let served = 0;
   let appliedHashes = "";
   // The eBPF side starts with the first L4 listener, so HTTP-only configs never touch the kernel.
