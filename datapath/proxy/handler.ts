@@ -125,7 +125,11 @@ export function routeRequest(state: ProxyState, conn: ConnInfo, req: Req): Route
       authority = target;
       const rest = end < 0 ? "" : url.slice(start + end);
       path = rest.startsWith("/") ? rest : `/${rest}`;
-    } else if (!(url === "*" && req.method === "OPTIONS")) return { status: 400, message: "bad request target", grpc: false };
+    } else if (url === "*" && req.method === "OPTIONS") {
+      // Asterisk form asks about the server in general (RFC 9110 §9.3.7): no route's path can
+      // match it, and what the backends allow varies by route, so the gateway answers the ping.
+      return { status: 200, message: "", grpc: false };
+    } else return { status: 400, message: "bad request target", grpc: false };
   }
   if (!authority) return { status: 400, message: "missing Host header", grpc: false };
   const listener = selectFor(port, conn, authority);
@@ -691,6 +695,10 @@ function fireMirrors(state: ProxyState, mirrors: readonly Mirror[], fwd: Forward
 
 function plain(res: Res, status: number, message: string): void {
   if (res.headersSent) return void res.destroy();
+  if (message === "") {
+    res.writeHead(status, { "content-length": "0" });
+    return void res.end();
+  }
   res.writeHead(status, { "content-type": "text/plain; charset=utf-8", "content-length": String(Buffer.byteLength(message) + 1) });
   res.end(`${message}\n`);
 }

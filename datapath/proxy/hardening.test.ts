@@ -205,6 +205,15 @@ describe("hardening", () => {
       const other = await raw(addr, port(), [`GET http://other.example/abs HTTP/1.1\r\nHost: ${HOST}\r\nConnection: close\r\n\r\n`]);
       assert.equal(statusOf(other), 404, other.data);
     });
+
+    it("answers OPTIONS * itself, empty, and keeps the connection", async () => {
+      const r = await raw(addr, port(), [`OPTIONS * HTTP/1.1\r\nHost: ${HOST}\r\n\r\nGET / HTTP/1.1\r\nHost: ${HOST}\r\nConnection: close\r\n\r\n`]);
+      const [first, second] = r.data.split(/(?=HTTP\/1\.1 )/);
+      assert.equal(statusOf({ ...r, data: first ?? "" }), 200, r.data);
+      assert.match(first ?? "", /\r\ncontent-length: 0\r\n/i);
+      assert.equal(first?.slice(first.indexOf("\r\n\r\n") + 4), "", "OPTIONS * got a body");
+      assert.equal(statusOf({ ...r, data: second ?? "" }), 200, r.data);
+    });
   });
 
   describe("HTTP/2 rapid reset", () => {
