@@ -191,6 +191,7 @@ try {
         sluice: `${dec(sl.p99, 3)} (${times(lat)} nginx)`, nginx: dec(ng.p99, 3), haproxy: `${dec(ha.p99, 3)} (${times(ha.p99 / ng.p99)} nginx)`,
         target: `≤ ${dec(TARGETS.p99, 1)}× nginx`, met: lat <= TARGETS.p99,
       });
+      rows.push({ measure: `Ceiling: node:http answering the route itself, p99 latency ms, ${conn}`, sluice: `${dec(ceiling.p99, 3)} (${times(ceiling.p99 / ng.p99)} nginx)` });
       const failed = sl.errors + sl.non2xx + ng.errors + ng.non2xx + ha.errors + ha.non2xx;
       if (failed > 0) notes.push(`wrk saw errors or non-2xx at ${conn} (Sluice ${sl.errors}/${sl.non2xx}, nginx ${ng.errors}/${ng.non2xx}, HAProxy ${ha.errors}/${ha.non2xx}): see the detail table.`);
     }
