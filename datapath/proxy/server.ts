@@ -18,7 +18,7 @@ import { Upstreams, type Endpoint, type UpstreamOptions } from "./upstream.ts";
 import { chooseBackend, handleRequest, routeRequest, serve, errorReply, routeLabel, type ConnInfo, type ProxyState, type Req, type Res } from "./handler.ts";
 import { parseClientHello, looksLikeTls } from "./clienthello.ts";
 import { createObserver, type Observer } from "./observe.ts";
-import { spliceTo } from "./websocket.ts";
+import { spliceTo } from "./splice.ts";
 
 export interface Limits {
   /** Largest request head (HTTP/1.1 header bytes, HTTP/2 header list). */

@@ -1,19 +1,15 @@
 // WebSocket (and any HTTP/1.1 Upgrade): once routed and filtered like any request, the upgrade
 // request goes to the backend, and only the backend's 101 turns the connection into a byte
 // splice. Any other answer is relayed as a response that closes the connection: a refused
-// upgrade must not leave a raw tunnel that later requests would take unrouted. TLSRoute
-// connections use the same raw splice.
+// upgrade must not leave a raw tunnel that later requests would take unrouted.
 import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from "node:http";
 import { request as httpsRequest } from "node:https";
-import { Socket, connect as netConnect } from "node:net";
-import type { Duplex } from "node:stream";
+import type { Socket } from "node:net";
 import type { Forward, Req, Res, Upgrade } from "./handler.ts";
-import type { ClusterRuntime, Endpoint } from "./upstream.ts";
+import type { ClusterRuntime } from "./upstream.ts";
 import { recordResult } from "./upstream.ts";
+import { CONNECT_TIMEOUT_MS, splice } from "./splice.ts";
 import { modifyHeaders, type HeaderMap } from "./rewrite.ts";
-
-/** How long a raw backend connection may take to connect, and an upgrade to be answered. */
-const CONNECT_TIMEOUT_MS = 5_000;
 
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"]);
 
@@ -110,63 +106,6 @@ function upgradeResponseHeaders(raw: readonly string[], fwd: Forward): [string, 
 class TimeoutError extends Error {}
 
 const CONNECT_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN"]);
-
-export interface SpliceOptions {
-  /** Written to the backend before the splice starts (the ClientHello of a passthrough). */
-  first: Buffer[];
-  /** Close the splice after this long with no traffic either way. */
-  idleMs: number;
-  /** The backend could not be reached in time; the client is still open. */
-  onFail: () => void;
-}
-
-/** Dials a TCP backend for a byte splice (TLSRoute) and splices it to the client once connected. */
-export function spliceTo(client: Duplex, ep: Endpoint, o: SpliceOptions): void {
-  const backend: Socket = netConnect({ host: ep.host, port: ep.port });
-  let connected = false;
-  backend.setNoDelay(true);
-  // A backend that never answers must not hold the client forever.
-  backend.setTimeout(CONNECT_TIMEOUT_MS, () => backend.destroy(new Error("backend connect timeout")));
-  // A client that leaves while the backend is being dialled takes the backend connection with it.
-  const onClientGone = (): void => void (connected || backend.destroy());
-  client.once("close", onClientGone);
-  backend.once("connect", () => {
-    connected = true;
-    backend.setTimeout(0);
-    client.removeListener("close", onClientGone);
-    recordResult(ep, true, Date.now());
-    for (const b of o.first) if (b.length) backend.write(b);
-    splice(client, backend, o.idleMs);
-  });
-  // Kept for the socket's whole life: errors after the splice are the splice's to handle.
-  backend.on("error", () => {
-    if (connected) return;
-    recordResult(ep, false, Date.now());
-    if (!client.destroyed) o.onFail();
-  });
-}
-
-/**
- * Pipes both ways; either side closing or failing tears down the other, and so does `idleMs`
- * without traffic: a socket's timer restarts on its reads and its writes, which are the two
- * directions of the splice, so either timer running out means nothing moved either way.
- */
-export function splice(a: Duplex, b: Duplex, idleMs: number): void {
-  const done = (): void => {
-    a.destroy();
-    b.destroy();
-  };
-  // A side that closed before the splice would never emit 'close' again.
-  if (a.destroyed || b.destroyed) return done();
-  // A socket's earlier timeout (the server's keep-alive idle) gives way to the splice's.
-  for (const s of [a, b]) if (s instanceof Socket) s.setTimeout(idleMs, done);
-  a.pipe(b);
-  b.pipe(a);
-  a.once("error", done);
-  b.once("error", done);
-  a.once("close", done);
-  b.once("close", done);
-}
 
 function fail(res: Res, status: number, message: string): void {
   if (res.headersSent) return void res.destroy();
