@@ -105,7 +105,7 @@ class Call implements RouteLabels {
 export type Routed = Omit<Exchange, "labels">;
 
 /** Listener, virtual host and route for a request, or the status that answers it. */
-export function routeRequest(state: ProxyState, conn: ConnInfo, req: Req): Routed | { status: number; message: string; grpc: boolean } {
+export function routeRequest(state: ProxyState, conn: ConnInfo, req: Req, method = req.method ?? "GET"): Routed | { status: number; message: string; grpc: boolean } {
   const h = req.headers;
   const grpc = typeof h["content-type"] === "string" && h["content-type"].startsWith("application/grpc");
   const port = state.table.ports.get(conn.bindKey);
@@ -125,7 +125,7 @@ export function routeRequest(state: ProxyState, conn: ConnInfo, req: Req): Route
       authority = target;
       const rest = end < 0 ? "" : url.slice(start + end);
       path = rest.startsWith("/") ? rest : `/${rest}`;
-    } else if (url === "*" && req.method === "OPTIONS") {
+    } else if (url === "*" && method === "OPTIONS") {
       // Asterisk form asks about the server in general (RFC 9110 §9.3.7): no route's path can
       // match it, and what the backends allow varies by route, so the gateway answers the ping.
       return { status: 200, message: "", grpc: false };
@@ -135,7 +135,7 @@ export function routeRequest(state: ProxyState, conn: ConnInfo, req: Req): Route
   const listener = selectFor(port, conn, authority);
   if (listener === "misdirected") return { status: 421, message: "misdirected request", grpc };
   const vhost = listener && selectVirtualHost(listener, authority);
-  const entry = vhost && selectRoute(vhost, { host: authority, path, method: req.method ?? "GET", headers: h as HeaderMap });
+  const entry = vhost && selectRoute(vhost, { host: authority, path, method, headers: h as HeaderMap });
   if (!listener || !entry) return { status: 404, message: "no route", grpc };
   return { port, conn, listener, entry, authority, path, grpc };
 }
@@ -174,7 +174,10 @@ export function routeLabel(e: RouteEntry): string {
   return label;
 }
 
-/** A WebSocket (HTTP/1.1 Upgrade) request: the raw client socket and the bytes read past its head. */
+/**
+ * A WebSocket request. Over HTTP/1.1 (Upgrade): the raw client socket and the bytes read past its
+ * head. Over HTTP/2 (RFC 8441 extended CONNECT): the request's stream, and no head.
+ */
 export interface Upgrade {
   socket: Duplex;
   head: Buffer;

@@ -206,6 +206,7 @@ export class Proxy {
     trackHttp1(h1);
     h1.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(conn, req, socket, head));
     const h2c = http2.createServer(this.h2Options(), (req, res) => this.onRequest(conn, req, res));
+    h2c.on("connect", (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => this.onConnect(conn, req, res));
     this.trackSessions(h2c);
     const server = net.createServer({ noDelay: true, keepAlive: true });
     server.maxConnections = this.limits.maxConnections;
@@ -230,7 +231,8 @@ export class Proxy {
       // these bound the other per-session abuses.
       maxSessionInvalidFrames: 1000,
       maxSessionRejectedStreams: 100,
-      settings: { maxConcurrentStreams: this.limits.maxConcurrentStreams, maxHeaderListSize: this.limits.maxHeaderBytes },
+      // RFC 8441: WebSockets over HTTP/2 streams (extended CONNECT), as browsers use when offered.
+      settings: { maxConcurrentStreams: this.limits.maxConcurrentStreams, maxHeaderListSize: this.limits.maxHeaderBytes, enableConnectProtocol: true },
       unknownProtocolTimeout: this.limits.headersTimeoutMs,
     };
   }
@@ -265,6 +267,25 @@ export class Proxy {
     const r = routeRequest(this.state, conn, req);
     if ("status" in r) return void errorReply(res, false, r.status, r.message);
     serve(this.state, req, res, { ...r, labels: { route: routeLabel(r.entry), backend: "" } }, { socket, head });
+  }
+
+  /**
+   * HTTP/2 CONNECT. Only RFC 8441's extended form for WebSockets is served: routed and filtered
+   * like the GET with Upgrade it stands for. A plain CONNECT asks for a forward proxy, which a
+   * gateway is not (405, as Node answers without this listener); another protocol is not implemented.
+   */
+  private onConnect(conn: ConnInfo, req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): void {
+    const protocol = req.headers[":protocol"];
+    const refuse = (status: number): void => {
+      res.writeHead(status, { "content-length": "0" });
+      res.end();
+    };
+    if (protocol === undefined) return refuse(405);
+    if (String(protocol).toLowerCase() !== "websocket") return refuse(501);
+    if (headerCount(req) > this.limits.maxHeaders) return refuse(431);
+    const r = routeRequest(this.state, conn, req, "GET");
+    if ("status" in r) return void errorReply(res, false, r.status, r.message);
+    serve(this.state, req, res, { ...r, labels: { route: routeLabel(r.entry), backend: "" } }, { socket: req.stream, head: Buffer.alloc(0) });
   }
 
   private onConnection(b: Bound, socket: net.Socket): void {
@@ -368,6 +389,7 @@ export class Proxy {
       Object.assign(s, { maxHeadersCount: this.limits.maxHeaders + 1 });
       trackHttp1(s);
       s.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(conn, req, socket, head));
+      s.on("connect", (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => this.onConnect(conn, req, res));
       this.trackSessions(s);
       server = s;
     } else {

@@ -955,8 +955,10 @@ describe("WebSocket", { timeout: 15_000 }, () => {
     inspect = http.createServer();
     inspect.on("upgrade", (req: http.IncomingMessage, socket: Duplex) => {
       const accept = createHash("sha1").update(`${String(req.headers["sec-websocket-key"])}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64");
-      const seen = Buffer.from(JSON.stringify({ url: req.url, headers: req.headers })).toString("base64");
-      socket.end(`HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ${accept}\r\nx-seen: ${seen}\r\nx-drop: 1\r\nx-kept: k\r\n\r\n`);
+      const seen = Buffer.from(JSON.stringify({ method: req.method, url: req.url, headers: req.headers })).toString("base64");
+      // /inspect/bad-accept gets a handshake answer that does not match its key.
+      const answer = req.url?.includes("bad-accept") ? "bm90IHRoZSByaWdodCBhbnN3ZXI=" : accept;
+      socket.end(`HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ${answer}\r\nx-seen: ${seen}\r\nx-drop: 1\r\nx-kept: k\r\n\r\n`);
     });
     await new Promise<void>((resolve) => inspect.listen(0, addr, resolve));
     const inspectPort = (inspect.address() as net.AddressInfo).port;
@@ -1113,6 +1115,122 @@ spec:
     s.resume();
     await closed;
     assert.equal(Buffer.concat(more).length, 0, Buffer.concat(more).toString());
+  });
+
+  describe("over HTTP/2 (RFC 8441 extended CONNECT)", () => {
+    /** An HTTP/2 session to the HTTPS listener (ALPN h2) or, in plaintext, with prior knowledge. */
+    const session = async (tlsOn: boolean): Promise<http2.ClientHttp2Session> => {
+      const c = tlsOn
+        ? http2.connect(`https://${addr}:${443 + OFFSET}`, { servername: "ws.example.org", ca: CA })
+        : http2.connect(`http://${addr}:${80 + OFFSET}`);
+      c.on("error", () => undefined);
+      const settings = await new Promise<http2.Settings>((resolve) => c.once("remoteSettings", resolve));
+      assert.equal(settings.enableConnectProtocol, true, "the proxy does not offer extended CONNECT");
+      return c;
+    };
+    const connect = (c: http2.ClientHttp2Session, path: string, extra: http2.OutgoingHttpHeaders = {}): Promise<{ stream: http2.ClientHttp2Stream; headers: http2.IncomingHttpHeaders }> => {
+      const stream = c.request({ ":method": "CONNECT", ":protocol": "websocket", ":scheme": "https", ":path": path, ":authority": "ws.example.org", "sec-websocket-version": "13", ...extra }, { endStream: false });
+      return new Promise((resolve, reject) => {
+        stream.once("response", (headers) => resolve({ stream, headers }));
+        stream.once("error", reject);
+      });
+    };
+
+    it("tunnels WebSockets on streams of one connection, over TLS and h2c, beside ordinary requests", async () => {
+      for (const tlsOn of [true, false]) {
+        const c = await session(tlsOn);
+        try {
+          const [one, two] = await Promise.all([connect(c, "/chat"), connect(c, "/chat")]);
+          for (const t of [one, two]) assert.equal(t.headers[":status"], 200);
+          const a = new Ws(one.stream, Buffer.alloc(0));
+          const b = new Ws(two.stream, Buffer.alloc(0));
+          a.send("first");
+          b.send("second");
+          assert.deepEqual(await a.next(), { opcode: 1, text: "first" });
+          assert.deepEqual(await b.next(), { opcode: 1, text: "second" });
+          // The connection still carries ordinary requests while the tunnels are open.
+          const get = c.request({ ":path": "/plain", ":authority": "ws.example.org" });
+          const status = await new Promise((resolve) => get.once("response", (h) => resolve(h[":status"])));
+          get.resume();
+          assert.equal(status, 200);
+          a.send("again");
+          assert.deepEqual(await a.next(), { opcode: 1, text: "again" });
+        } finally {
+          c.destroy();
+        }
+      }
+    });
+
+    it("makes the HTTP/1.1 handshake with the backend itself, through the route's filters", async () => {
+      const c = await session(true);
+      try {
+        const { stream, headers } = await connect(c, "/inspect/x", { "x-remove": "gone", "x-set": "old", "sec-websocket-protocol": "chat" });
+        assert.equal(headers[":status"], 200);
+        const seen = JSON.parse(Buffer.from(String(headers["x-seen"]), "base64").toString()) as { method: string; url: string; headers: Record<string, string> };
+        assert.equal(seen.method, "GET");
+        assert.equal(seen.url, "/inspect/x");
+        assert.equal(seen.headers.upgrade, "websocket");
+        assert.match(seen.headers.connection ?? "", /upgrade/i);
+        assert.equal(Buffer.from(seen.headers["sec-websocket-key"] ?? "", "base64").length, 16);
+        assert.equal(seen.headers["sec-websocket-version"], "13");
+        assert.equal(seen.headers["sec-websocket-protocol"], "chat");
+        assert.equal(seen.headers.host, "ws.example.org");
+        assert.equal(seen.headers["x-added"], "yes");
+        assert.equal(seen.headers["x-set"], "s");
+        assert.equal(seen.headers["x-remove"], undefined);
+        assert.equal(seen.headers["x-forwarded-proto"], "https");
+        // The 101's handshake stays between the proxy and the backend; the route's response filters apply.
+        assert.equal(headers["sec-websocket-accept"], undefined);
+        assert.equal(headers["x-resp"], "r");
+        assert.equal(headers["x-drop"], undefined);
+        assert.equal(headers["x-kept"], "k");
+        // The backend closed right after its 101: the proxy ends its half of the stream and
+        // leaves the client's half open, without a reset (which could discard queued data).
+        const closed = new Promise((resolve) => stream.once("close", resolve));
+        await new Promise((resolve) => {
+          stream.once("end", resolve);
+          stream.resume();
+        });
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        assert.equal(stream.closed, false, `the proxy reset the stream (code ${stream.rstCode})`);
+        stream.end();
+        await closed;
+        assert.equal(stream.rstCode, http2.constants.NGHTTP2_NO_ERROR);
+      } finally {
+        c.destroy();
+      }
+    });
+
+    it("answers 502 when the backend's handshake answer does not match the key", async () => {
+      const c = await session(false);
+      try {
+        const { stream, headers } = await connect(c, "/inspect/bad-accept");
+        assert.equal(headers[":status"], 502);
+        stream.resume();
+      } finally {
+        c.destroy();
+      }
+    });
+
+    it("answers what cannot be tunnelled on its stream, and the connection goes on", async () => {
+      const c = await session(true);
+      try {
+        const empty = await connect(c, "/empty");
+        assert.equal(empty.headers[":status"], 503);
+        empty.stream.resume();
+        const plain = c.request({ ":method": "CONNECT", ":authority": "ws.example.org:443" }, { endStream: false });
+        assert.equal(await new Promise((resolve) => plain.once("response", (h) => resolve(h[":status"]))), 405);
+        const other = await connect(c, "/chat", { ":protocol": "connect-udp" });
+        assert.equal(other.headers[":status"], 501);
+        const { stream, headers } = await connect(c, "/chat");
+        assert.equal(headers[":status"], 200);
+        const ws = new Ws(stream, Buffer.alloc(0));
+        ws.send("still here");
+        assert.deepEqual(await ws.next(), { opcode: 1, text: "still here" });
+      } finally {
+        c.destroy();
+      }
+    });
   });
 
   it("answers 421 to an upgrade whose Host is not the listener its SNI chose", async () => {

@@ -4,6 +4,7 @@
 // upgrade must not leave a raw tunnel that later requests would take unrouted.
 import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from "node:http";
 import { request as httpsRequest } from "node:https";
+import { createHash, randomBytes } from "node:crypto";
 import type { Socket } from "node:net";
 import type { Forward, Req, Res, Upgrade } from "./handler.ts";
 import type { ClusterRuntime } from "./upstream.ts";
@@ -14,14 +15,25 @@ import { modifyHeaders, type HeaderMap } from "./rewrite.ts";
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"]);
 
 export function tunnel(req: Req, res: Res, cluster: ClusterRuntime, fwd: Forward, up: Upgrade, idleMs: number): void {
+  // HTTP/2 (RFC 8441): the client's extended CONNECT stands for the HTTP/1.1 handshake, which the
+  // proxy makes with the backend itself: a GET with a key of our own, and its answer to check.
+  const h2 = "stream" in req;
   const ep = cluster.pick(Date.now());
-  if (!ep) return void fail(res, 503, "no healthy endpoints");
-  const upgrade = req.headers.upgrade;
+  if (!ep) return void fail(res, h2, 503, "no healthy endpoints");
   const headers: OutgoingHttpHeaders = {};
   for (const [k, v] of Object.entries(fwd.headers)) if (v !== undefined) headers[k] = v;
   headers.connection = "upgrade";
-  headers.upgrade = Array.isArray(upgrade) ? upgrade.join(", ") : (upgrade ?? "websocket");
-  const base = { host: ep.host, port: ep.port, method: fwd.method, path: fwd.path, headers, setHost: false, agent: false as const };
+  let key = "";
+  if (h2) {
+    headers.upgrade = String(req.headers[":protocol"]);
+    key = randomBytes(16).toString("base64");
+    headers["sec-websocket-key"] = key;
+    headers["sec-websocket-version"] ??= "13";
+  } else {
+    const upgrade = req.headers.upgrade;
+    headers.upgrade = Array.isArray(upgrade) ? upgrade.join(", ") : (upgrade ?? "websocket");
+  }
+  const base = { host: ep.host, port: ep.port, method: h2 ? "GET" : fwd.method, path: fwd.path, headers, setHost: false, agent: false as const };
   const t = ep.connectTls;
   const breq = t
     ? httpsRequest({ ...base, ...t, servername: t.servername || undefined })
@@ -38,11 +50,26 @@ export function tunnel(req: Req, res: Res, cluster: ClusterRuntime, fwd: Forward
   breq.on("upgrade", (bres: IncomingMessage, bsocket: Socket, bhead: Buffer) => {
     settle(true);
     bsocket.setTimeout(0);
-    // The backend's 101 with its handshake headers (Sec-WebSocket-Accept, -Protocol, ...), after
-    // the route's response header filters, which apply to every response the route gives.
-    const lines = [`HTTP/1.1 ${bres.statusCode ?? 101} ${bres.statusMessage ?? "Switching Protocols"}`];
-    for (const [name, value] of upgradeResponseHeaders(bres.rawHeaders, fwd)) lines.push(`${name}: ${value}`);
-    up.socket.write(`${lines.join("\r\n")}\r\n\r\n`, "latin1");
+    if (h2) {
+      if (bres.headers["sec-websocket-accept"] !== websocketAccept(key)) {
+        bsocket.destroy();
+        return void fail(res, true, 502, "backend answered the WebSocket handshake wrongly");
+      }
+      // A 200 opens the tunnel on the client's stream (RFC 8441 §5), with the 101's other headers
+      // (Sec-WebSocket-Protocol, -Extensions, ...) after the route's response filters.
+      const out: HeaderMap = {};
+      for (const [k, v] of Object.entries(bres.headers)) if (!HOP_BY_HOP.has(k) && k !== "sec-websocket-accept") out[k] = v;
+      for (const m of fwd.responseMods) modifyHeaders(out, m.modifier);
+      Object.assign(out, fwd.responseHeaders);
+      // Sent at once (HTTP/2's writeHead responds on the stream), ahead of the tunnel's bytes.
+      res.writeHead(200, out as OutgoingHttpHeaders);
+    } else {
+      // The backend's 101 with its handshake headers (Sec-WebSocket-Accept, -Protocol, ...), after
+      // the route's response header filters, which apply to every response the route gives.
+      const lines = [`HTTP/1.1 ${bres.statusCode ?? 101} ${bres.statusMessage ?? "Switching Protocols"}`];
+      for (const [name, value] of upgradeResponseHeaders(bres.rawHeaders, fwd)) lines.push(`${name}: ${value}`);
+      up.socket.write(`${lines.join("\r\n")}\r\n\r\n`, "latin1");
+    }
     if (bhead.length) up.socket.write(bhead);
     if (up.head.length) bsocket.write(up.head);
     splice(up.socket, bsocket, idleMs);
@@ -55,7 +82,7 @@ export function tunnel(req: Req, res: Res, cluster: ClusterRuntime, fwd: Forward
     for (const [k, v] of Object.entries(bres.headers)) if (!HOP_BY_HOP.has(k)) out[k] = v;
     for (const m of fwd.responseMods) modifyHeaders(out, m.modifier);
     Object.assign(out, fwd.responseHeaders);
-    // The onUpgrade response closes the client connection once it is finished.
+    // Over HTTP/1.1, the onUpgrade response closes the client connection once it is finished.
     res.writeHead(status, out as OutgoingHttpHeaders);
     bres.on("data", (c: Buffer) => res.write(c));
     bres.on("end", () => res.end());
@@ -66,8 +93,8 @@ export function tunnel(req: Req, res: Res, cluster: ClusterRuntime, fwd: Forward
     if (answered) return void up.socket.destroy();
     settle(false);
     if (up.socket.destroyed) return;
-    if (err instanceof TimeoutError) fail(res, 504, "upstream timeout");
-    else fail(res, CONNECT_ERRORS.has((err as NodeJS.ErrnoException).code ?? "") ? 503 : 502, "upstream unavailable");
+    if (err instanceof TimeoutError) fail(res, h2, 504, "upstream timeout");
+    else fail(res, h2, CONNECT_ERRORS.has((err as NodeJS.ErrnoException).code ?? "") ? 503 : 502, "upstream unavailable");
   });
   breq.end();
 }
@@ -107,8 +134,15 @@ class TimeoutError extends Error {}
 
 const CONNECT_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN"]);
 
-function fail(res: Res, status: number, message: string): void {
+/** Over HTTP/1.1 the connection closes after it; HTTP/2 has no Connection header, and only the stream ends. */
+function fail(res: Res, h2: boolean, status: number, message: string): void {
   if (res.headersSent) return void res.destroy();
-  res.writeHead(status, { "content-type": "text/plain", connection: "close", "content-length": String(message.length + 1) });
+  const length = String(message.length + 1);
+  res.writeHead(status, h2 ? { "content-type": "text/plain", "content-length": length } : { "content-type": "text/plain", connection: "close", "content-length": length });
   res.end(`${message}\n`);
+}
+
+/** RFC 6455 §4.2.2: what a server answers to a Sec-WebSocket-Key. */
+function websocketAccept(key: string): string {
+  return createHash("sha1").update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64");
 }
