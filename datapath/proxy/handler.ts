@@ -181,6 +181,8 @@ export function routeLabel(e: RouteEntry): string {
 export interface Upgrade {
   socket: Duplex;
   head: Buffer;
+  /** Set once the backend agreed and the tunnel opened: the status the client was given. */
+  opened?: number;
 }
 
 type Mirror = Extract<Filter, { type: "RequestMirror" }>;

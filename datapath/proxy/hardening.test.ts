@@ -307,6 +307,45 @@ describe("hardening", () => {
       assert.match(text, /sluice_proxy_request_duration_seconds_bucket\{/);
     });
 
+    it("logs a WebSocket once its tunnel closes: 101 over HTTP/1.1, 200 over HTTP/2", async () => {
+      const h1Path = `/ws-h1-${Date.now()}`;
+      const s = net.connect({ host: addr, port: port() });
+      const key = Buffer.alloc(16, 1).toString("base64");
+      s.write(`GET ${h1Path} HTTP/1.1\r\nhost: ${HOST}\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: ${key}\r\nsec-websocket-version: 13\r\n\r\n`);
+      const head = await new Promise<string>((resolve) => {
+        let got = "";
+        s.on("data", (c: Buffer) => {
+          got += c.toString("latin1");
+          if (got.includes("\r\n\r\n")) resolve(got);
+        });
+      });
+      assert.match(head, /^HTTP\/1\.1 101 /);
+      // Nothing is logged while the tunnel is open.
+      await new Promise((r) => setTimeout(r, 50));
+      const lineFor = (path: string): Record<string, unknown> | undefined => logLines.map((l) => JSON.parse(l) as Record<string, unknown>).find((e) => e.path === path);
+      assert.equal(lineFor(h1Path), undefined);
+      s.end();
+      await until(() => lineFor(h1Path) !== undefined, 2000);
+      assert.deepEqual({ ...lineFor(h1Path), level: 0, time: 0, durationMs: 0, client: 0, requestId: 0 }, {
+        level: 0, method: "GET", host: HOST, path: h1Path, proto: "1.1", status: 101, route: `HTTPRoute/${NS}/r/1`, backend: `${NS}/echo:8080`, time: 0, durationMs: 0, client: 0, requestId: 0,
+      });
+
+      const h2Path = `/ws-h2-${Date.now()}`;
+      const session = http2.connect(`http://${addr}:${port()}`);
+      session.on("error", () => undefined);
+      await new Promise((r) => session.once("remoteSettings", r));
+      const stream = session.request({ ":method": "CONNECT", ":protocol": "websocket", ":scheme": "http", ":path": h2Path, ":authority": HOST, "sec-websocket-version": "13" }, { endStream: false });
+      assert.equal(await new Promise((resolve) => stream.once("response", (h) => resolve(h[":status"]))), 200);
+      stream.end();
+      stream.resume();
+      await until(() => lineFor(h2Path) !== undefined, 2000);
+      session.destroy();
+      const h2 = lineFor(h2Path);
+      assert.equal(h2?.status, 200);
+      assert.equal(h2?.method, "CONNECT");
+      assert.equal(h2?.route, `HTTPRoute/${NS}/r/1`);
+    });
+
     it("records an HTTP/2 stream reset before the answer as code 0", async () => {
       const session = http2.connect(`http://${addr}:${port()}`);
       session.on("error", () => undefined);

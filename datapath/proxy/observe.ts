@@ -9,7 +9,11 @@ import { Counter, Histogram, Registry } from "prom-client";
 import type { Req, Res, RouteLabels } from "./handler.ts";
 
 export interface Observer {
-  request(req: Req, res: Res, labels: RouteLabels, startedMs: number): void;
+  /**
+   * A request is over. `status` says how a tunnel (WebSocket) opened, as its response never
+   * finishes: 101, or 200 over HTTP/2.
+   */
+  request(req: Req, res: Res, labels: RouteLabels, startedMs: number, status?: number): void;
   readonly registry: Registry;
   readonly log: Logger;
 }
@@ -50,10 +54,10 @@ export function createObserver(opts: ObserverOptions = {}): Observer {
   return {
     registry,
     log,
-    request(req, res, labels, startedMs) {
+    request(req, res, labels, startedMs, status) {
       const seconds = (performance.now() - startedMs) / 1000;
       // 0: the connection closed (or the HTTP/2 stream was reset) before a full response.
-      const code = res.writableEnded && res.writableFinished ? res.statusCode : 0;
+      const code = status ?? (res.writableEnded && res.writableFinished ? res.statusCode : 0);
       counts.add(labels.route, labels.backend, code);
       duration.observe({ route: labels.route }, seconds);
       access?.info({

@@ -15,7 +15,7 @@ import type { ProxyConfig } from "./config.ts";
 import { compileTable, type PortRuntime, type Table } from "./table.ts";
 import { TlsContextCache, pickCertificate } from "./tlscontext.ts";
 import { Upstreams, type Endpoint, type UpstreamOptions } from "./upstream.ts";
-import { chooseBackend, handleRequest, routeRequest, serve, errorReply, routeLabel, type ConnInfo, type ProxyState, type Req, type Res } from "./handler.ts";
+import { chooseBackend, handleRequest, routeRequest, serve, errorReply, routeLabel, type ConnInfo, type ProxyState, type Req, type Res, type RouteLabels, type Upgrade } from "./handler.ts";
 import { parseClientHello, looksLikeTls } from "./clienthello.ts";
 import { createObserver, type Observer } from "./observe.ts";
 import { spliceTo } from "./splice.ts";
@@ -264,9 +264,15 @@ export class Proxy {
     socket.on("error", () => socket.destroy());
     // A locally generated answer (404, 503, ...) ends the connection; a tunnel never finishes res.
     res.once("finish", () => socket.end());
+    const up: Upgrade = { socket, head };
+    const labels: RouteLabels = { route: "", backend: "" };
+    const started = performance.now();
+    // One access log line and count per upgrade, once the connection (tunnel or not) is over.
+    socket.once("close", () => this.state.observer.request(req, res, labels, started, up.opened));
     const r = routeRequest(this.state, conn, req);
     if ("status" in r) return void errorReply(res, false, r.status, r.message);
-    serve(this.state, req, res, { ...r, labels: { route: routeLabel(r.entry), backend: "" } }, { socket, head });
+    labels.route = routeLabel(r.entry);
+    serve(this.state, req, res, { ...r, labels }, up);
   }
 
   /**
@@ -275,6 +281,10 @@ export class Proxy {
    * gateway is not (405, as Node answers without this listener); another protocol is not implemented.
    */
   private onConnect(conn: ConnInfo, req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): void {
+    const up: Upgrade = { socket: req.stream, head: Buffer.alloc(0) };
+    const labels: RouteLabels = { route: "", backend: "" };
+    const started = performance.now();
+    res.once("close", () => this.state.observer.request(req, res, labels, started, up.opened));
     const protocol = req.headers[":protocol"];
     const refuse = (status: number): void => {
       res.writeHead(status, { "content-length": "0" });
@@ -285,7 +295,8 @@ export class Proxy {
     if (headerCount(req) > this.limits.maxHeaders) return refuse(431);
     const r = routeRequest(this.state, conn, req, "GET");
     if ("status" in r) return void errorReply(res, false, r.status, r.message);
-    serve(this.state, req, res, { ...r, labels: { route: routeLabel(r.entry), backend: "" } }, { socket: req.stream, head: Buffer.alloc(0) });
+    labels.route = routeLabel(r.entry);
+    serve(this.state, req, res, { ...r, labels }, up);
   }
 
   private onConnection(b: Bound, socket: net.Socket): void {

@@ -70,6 +70,7 @@ export function tunnel(req: Req, res: Res, cluster: ClusterRuntime, fwd: Forward
       for (const [name, value] of upgradeResponseHeaders(bres.rawHeaders, fwd)) lines.push(`${name}: ${value}`);
       up.socket.write(`${lines.join("\r\n")}\r\n\r\n`, "latin1");
     }
+    up.opened = h2 ? 200 : (bres.statusCode ?? 101);
     if (bhead.length) up.socket.write(bhead);
     if (up.head.length) bsocket.write(up.head);
     splice(up.socket, bsocket, idleMs);
