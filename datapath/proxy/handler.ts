@@ -61,8 +61,10 @@ export interface ProxyState {
   tunnelIdleMs: number;
 }
 
+// Not forwarded. Expect as well: Node has already answered 100-continue to the client (as Envoy
+// does by default), and undici refuses to send the header at all.
 const HOP_BY_HOP = new Set([
-  "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "http2-settings", "host",
+  "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "http2-settings", "host", "expect",
 ]);
 
 /** The outcome of routing, before any forwarding: what the access log and metrics label by. */

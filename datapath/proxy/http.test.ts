@@ -1,8 +1,9 @@
 // HTTP routing and filters through real sockets: client → proxy → echo backends.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import net from "node:net";
 import { startEcho, type EchoHttpResponse, type EchoServer } from "../echo/echo.ts";
-import { backendService, objectsOf, randomLoopback, send, startStack, type Stack, httpGatewayYaml } from "./testkit.ts";
+import { backendService, objectsOf, randomLoopback, send, startStack, type Stack, httpGatewayYaml, until } from "./testkit.ts";
 
 const NS = "demo";
 
@@ -96,6 +97,25 @@ spec:
     }
     const share = v2n / n;
     assert.ok(share > 0.03 && share < 0.07, `v2 share ${share}`);
+  });
+
+  it("answers Expect: 100-continue and forwards the body (curl sends it for large uploads)", async () => {
+    const body = "x".repeat(2048);
+    const s = net.connect({ host: addr, port: port() });
+    let got = "";
+    s.on("data", (c: Buffer) => (got += c.toString("latin1")));
+    s.write(`POST /upload HTTP/1.1\r\nhost: example.com\r\ncontent-length: ${body.length}\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n`);
+    assert.ok(await until(() => got.length > 0, 2000), "no interim answer");
+    assert.match(got, /^HTTP\/1\.1 100 Continue\r\n\r\n/);
+    s.write(body);
+    const closed = await until(() => s.destroyed || s.readableEnded, 3000);
+    s.destroy();
+    assert.ok(closed, `no answer after the body: ${got}`);
+    const final = got.slice(got.indexOf("\r\n\r\n") + 4);
+    assert.match(final, /^HTTP\/1\.1 200 /, final);
+    const j = JSON.parse(final.slice(final.indexOf("\r\n\r\n") + 4)) as EchoHttpResponse;
+    assert.equal(j.method, "POST");
+    assert.equal(j.path, "/upload");
   });
 
   it("serves h2c with prior knowledge", async () => {
