@@ -33,6 +33,7 @@ export interface Res {
   end(): unknown;
   end(chunk: string): unknown;
   addTrailers(trailers: OutgoingHttpHeaders): void;
+  writeEarlyHints(hints: Record<string, string | string[]>): void;
   destroy(err?: Error): unknown;
   on(event: "close", cb: () => void): unknown;
   once(event: "close" | "drain", cb: () => void): unknown;
@@ -327,11 +328,9 @@ export function serve(state: ProxyState, req: Req, res: Res, x: Exchange, upgrad
 }
 
 function copyRequestHeaders(from: HeaderMap, to: HeaderMap): void {
-  const connection = from.connection;
-  const named = typeof connection === "string" ? connection.toLowerCase().split(/\s*,\s*/) : [];
+  const named = connectionListed(from.connection);
   for (const k in from) {
-    if (k.charCodeAt(0) === 58 /* ':' */ || HOP_BY_HOP.has(k)) continue;
-    if (named.length && named.includes(k)) continue;
+    if (k.charCodeAt(0) === 58 /* ':' */ || HOP_BY_HOP.has(k) || named?.includes(k)) continue;
     to[k] = from[k];
   }
 }
@@ -589,6 +588,7 @@ class Attempt implements Dispatcher.DispatchHandler {
 
   onResponseStart(c: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders): void {
     if (this.outcome !== undefined) return void c.abort(new Error("cancelled"));
+    if (status < 200) return this.interim(c, status, headers);
     const failed = status === 502 || status === 503 || status === 504;
     recordResult(this.ep, !failed, Date.now());
     if (this.retryCodes?.includes(status)) return void c.abort(new RetryableStatus(status));
@@ -608,6 +608,24 @@ class Attempt implements Dispatcher.DispatchHandler {
       res.writeHead(status, responseHeadersFor(headers, fwd, false));
     }
     // Small responses fit the first write; flushing the head early would cost a packet.
+  }
+
+  /**
+   * An interim answer: 103 Early Hints reach the client as hints (never an HTTP/1.0 client,
+   * RFC 9110 §15.2); other 1xx are dropped. Neither is the response, so the backend timeout keeps
+   * running. (undici itself fails a 100 nobody asked for.) A status below 100 is no HTTP status.
+   */
+  private interim(c: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders): void {
+    if (status < 100) return void c.abort(new Error(`invalid status ${status} from the backend`));
+    const { req, res } = this.f;
+    if (status !== 103 || headers.link === undefined || (!("stream" in req) && req.httpVersion === "1.0")) return;
+    const hints: Record<string, string | string[]> = {};
+    const named = connectionListed(headers.connection);
+    for (const k in headers) {
+      const v = headers[k];
+      if (v !== undefined && !DROP_RESPONSE.has(k) && !named?.includes(k)) hints[k] = v;
+    }
+    res.writeEarlyHints(hints);
   }
 
   onResponseData(c: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -655,12 +673,23 @@ class Attempt implements Dispatcher.DispatchHandler {
 
 const DROP_RESPONSE = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "http2-settings"]);
 
+/**
+ * The header names a Connection header lists besides keep-alive and close: hop-by-hop as well
+ * (RFC 9110 §7.6.1). Undefined for the usual values, without splitting them.
+ */
+function connectionListed(v: string | string[] | undefined): string[] | undefined {
+  if (v === undefined || v === "keep-alive" || v === "close") return undefined;
+  const names = (Array.isArray(v) ? v.join(",") : v).toLowerCase().split(",").map((n) => n.trim()).filter((n) => n && n !== "keep-alive" && n !== "close");
+  return names.length ? names : undefined;
+}
+
 /** The backend's response headers for an HTTP/1.1 client, hop-by-hop ones left out, as writeHead's flat list. */
 function flatResponseHeaders(upstream: IncomingHttpHeaders): (string | string[])[] {
   const out: (string | string[])[] = [];
+  const named = connectionListed(upstream.connection);
   for (const k in upstream) {
     const v = upstream[k];
-    if (v === undefined || DROP_RESPONSE.has(k)) continue;
+    if (v === undefined || DROP_RESPONSE.has(k) || named?.includes(k)) continue;
     out.push(k, v);
   }
   return out;
@@ -668,8 +697,9 @@ function flatResponseHeaders(upstream: IncomingHttpHeaders): (string | string[])
 
 function responseHeadersFor(upstream: IncomingHttpHeaders, fwd: Forward, h2: boolean): Record<string, string | string[]> {
   const out: HeaderMap = {};
+  const named = connectionListed(upstream.connection);
   for (const k in upstream) {
-    if (DROP_RESPONSE.has(k) || (h2 && k.charCodeAt(0) === 58)) continue;
+    if (DROP_RESPONSE.has(k) || (h2 && k.charCodeAt(0) === 58) || named?.includes(k)) continue;
     out[k] = upstream[k];
   }
   for (const m of fwd.responseMods) modifyHeaders(out, m.modifier);
