@@ -16,6 +16,7 @@ import { actualHeaders, isPreflight, originAllowed, preflightHeaders, type CorsF
 import { recordResult, type ClusterRuntime, type Endpoint, type Upstreams } from "./upstream.ts";
 import type { PortRuntime, Table } from "./table.ts";
 import { grpcStatusFor, sendGrpcError, takeStatusHeaders } from "./grpc.ts";
+import { normalizePath } from "./path.ts";
 import type { Observer } from "./observe.ts";
 
 export type Req = IncomingMessage | Http2ServerRequest;
@@ -135,6 +136,11 @@ export function routeRequest(state: ProxyState, conn: ConnInfo, req: Req, method
     } else return { status: 400, message: "bad request target", grpc: false };
   }
   if (!authority) return { status: 400, message: "missing Host header", grpc: false };
+  // Routed and forwarded in its normal form: both see the same path (path.ts says why).
+  const qi = path.indexOf("?");
+  const raw = qi < 0 ? path : path.slice(0, qi);
+  const normal = normalizePath(raw);
+  if (normal !== raw) path = qi < 0 ? normal : normal + path.slice(qi);
   const listener = selectFor(port, conn, authority);
   if (listener === "misdirected") return { status: 421, message: "misdirected request", grpc };
   const vhost = listener && selectVirtualHost(listener, authority);

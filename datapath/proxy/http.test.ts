@@ -99,6 +99,30 @@ spec:
     assert.ok(share > 0.03 && share < 0.07, `v2 share ${share}`);
   });
 
+  it("routes and forwards the normal form of a path, so a prefix cannot be sidestepped", async () => {
+    // A raw request line: clients such as curl would resolve the dot segments themselves.
+    const raw = (target: string): Promise<EchoHttpResponse> => new Promise((resolve, reject) => {
+      const s = net.connect({ host: addr, port: port() });
+      let got = "";
+      s.on("data", (c: Buffer) => (got += c.toString("latin1")));
+      s.on("error", reject);
+      s.on("close", () => resolve(JSON.parse(got.slice(got.indexOf("\r\n\r\n") + 4)) as EchoHttpResponse));
+      s.write(`GET ${target} HTTP/1.1\r\nhost: example.com\r\nconnection: close\r\n\r\n`);
+    });
+    const cases: [string, string, string][] = [
+      ["/v2/../hello", "v1-pod", "/hello"],
+      ["/v2/%2e%2e/hello?x=/../", "v1-pod", "/hello?x=/../"],
+      ["/x/../v2/y", "v2-pod", "/v2/y"],
+      ["/%762/y", "v2-pod", "/v2/y"],
+      ["//v2//y", "v2-pod", "/v2/y"],
+      ["/v2%2Fy", "v1-pod", "/v2%2Fy"],
+    ];
+    for (const [target, pod, path] of cases) {
+      const j = await raw(target);
+      assert.deepEqual([j.pod, j.path], [pod, path], target);
+    }
+  });
+
   it("answers Expect: 100-continue and forwards the body (curl sends it for large uploads)", async () => {
     const body = "x".repeat(2048);
     const s = net.connect({ host: addr, port: port() });
