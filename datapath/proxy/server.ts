@@ -79,6 +79,15 @@ function checkingInterval(l: Limits): number {
  * only handed connections never emit: without it headersTimeout and requestTimeout are not
  * enforced (slowloris) and closeIdleConnections() closes nothing.
  */
+/**
+ * Only WebSocket upgrades become tunnels. Any other Upgrade (h2c above all, which curl --http2
+ * sends) is served as a plain request without its hop-by-hop Upgrade header, as Envoy does: a
+ * backend that accepted it would otherwise get a raw connection that no route governs.
+ */
+function isWebSocketUpgrade(req: http.IncomingMessage): boolean {
+  return /(^|,)\s*websocket\s*($|,)/i.test(req.headers.upgrade ?? "");
+}
+
 function trackHttp1(server: http.Server | http2.Http2SecureServer): void {
   server.emit("listening");
 }
@@ -198,6 +207,7 @@ export class Proxy {
         // A request without Content-Length or Transfer-Encoding has no body (RFC 9112 §6.3): its
         // stream starts ended instead of going through a readable's life cycle of events.
         optimizeEmptyRequests: true,
+        shouldUpgradeCallback: isWebSocketUpgrade,
       },
       (req, res) => this.onRequest(conn, req, res),
     );
@@ -397,7 +407,8 @@ export class Proxy {
         handshakeTimeout: this.limits.headersTimeoutMs,
       }, (req, res) => this.onRequest(conn, req, res));
       s.setSecureContext(first.options);
-      Object.assign(s, { maxHeadersCount: this.limits.maxHeaders + 1 });
+      // Node's HTTP/1.1 fallback reads these from the server itself, not from http1Options.
+      Object.assign(s, { maxHeadersCount: this.limits.maxHeaders + 1, shouldUpgradeCallback: isWebSocketUpgrade });
       trackHttp1(s);
       s.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(conn, req, socket, head));
       s.on("connect", (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => this.onConnect(conn, req, res));
