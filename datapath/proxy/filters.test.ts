@@ -322,6 +322,18 @@ describe("HTTPRoute filters over sockets", () => {
       assert.equal(seenFor(mA, id)[0]?.body, "part1-part2");
     });
 
+    it("forwards a body too large to keep for the mirror, and mirrors nothing", async () => {
+      const id = randomUUID();
+      const body = "m".repeat(1024 * 1024 + 4096);
+      const r = await get(`/mirror-one?id=${id}`, { method: "POST", body });
+      assert.equal(r.status, 200);
+      // The echo shows the first 64 KiB; it answered only once all of it had arrived.
+      assert.deepEqual(json(r).headers["Content-Length"], [String(body.length)]);
+      assert.ok(body.startsWith(json(r).body ?? "-"));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.equal(seenFor(mA, id).length, 0);
+    });
+
     it("mirrors to several backends, after the rule's header changes", async () => {
       const id = randomUUID();
       const r = await get(`/mirror-many?id=${id}`);

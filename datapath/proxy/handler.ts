@@ -6,7 +6,7 @@ import type { Http2ServerRequest } from "node:http2";
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from "node:http";
 import { randomUUID } from "node:crypto";
 import type { Dispatcher } from "undici";
-import type { Duplex } from "node:stream";
+import { PassThrough, type Duplex, type Readable } from "node:stream";
 import { tunnel } from "./websocket.ts";
 import type { Filter, L7Listener, RouteEntry, WeightedBackend } from "../../operator/translate/output.ts";
 import { selectListener, selectRoute, selectVirtualHost } from "./router.ts";
@@ -325,8 +325,8 @@ export function serve(state: ProxyState, req: Req, res: Res, x: Exchange, upgrad
   if (!replay) return void forward(req, res, cluster, fwd, req, x.labels);
   readBody(req, state.replayLimit).then(
     (body) => {
-      if (body === "too-large") return void errorReply(res, x.grpc, 413, "request body too large to replay");
-      fireMirrors(state, mirrors, fwd, body);
+      // Too large to keep (a stream): sent once, without mirrors or retries, as Envoy does.
+      if (Buffer.isBuffer(body)) fireMirrors(state, mirrors, fwd, body);
       forward(req, res, cluster, fwd, body, x.labels);
     },
     () => res.destroy(),
@@ -347,24 +347,31 @@ function requestHasBody(req: Req): boolean {
   return (cl !== undefined && cl !== "0") || req.headers["transfer-encoding"] !== undefined;
 }
 
-function readBody(req: Req, limit: number): Promise<Buffer | "too-large"> {
+/**
+ * The request body in memory when it fits in `limit` bytes. Past that, a stream of all of it:
+ * the bytes read so far, then the rest as it arrives.
+ */
+function readBody(req: Req, limit: number): Promise<Buffer | Readable> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    let done = false;
-    req.on("data", (c: Buffer) => {
-      if (done) return;
-      size += c.length;
-      if (size > limit) {
-        done = true;
-        resolve("too-large");
-        return;
-      }
+    const onData = (c: Buffer): void => {
       chunks.push(c);
-    });
-    req.once("end", () => {
-      if (!done) resolve(Buffer.concat(chunks));
-    });
+      size += c.length;
+      if (size <= limit) return;
+      req.off("data", onData);
+      req.off("end", onEnd);
+      req.off("error", reject);
+      req.pause();
+      const all = new PassThrough();
+      for (const b of chunks) all.write(b);
+      req.once("error", (err) => all.destroy(err));
+      req.pipe(all);
+      resolve(all);
+    };
+    const onEnd = (): void => resolve(Buffer.concat(chunks));
+    req.on("data", onData);
+    req.once("end", onEnd);
     req.once("error", reject);
   });
 }
@@ -394,7 +401,7 @@ export interface Forward {
   grpc: boolean;
 }
 
-type Body = Buffer | Req | null;
+type Body = Buffer | Readable | null;
 
 class TimeoutError extends Error {}
 class RetryableStatus extends Error {

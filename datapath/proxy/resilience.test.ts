@@ -214,6 +214,22 @@ describe("timeouts, retries and ejection", () => {
       assert.deepEqual(JSON.parse(r.body), { ok: true, attempt: 2, body: "payload" });
     });
 
+    it("sends a body too large to keep for a retry once, in full, instead of refusing it", async () => {
+      // Past the 1 MiB replay buffer, as Envoy does: streamed to one attempt, no retries.
+      const body = "b".repeat(1024 * 1024 + 4096);
+      const ok = randomUUID();
+      const r = await get(`/retry/post?id=${ok}`, { method: "POST", body });
+      assert.equal(r.status, 200);
+      const j = JSON.parse(r.body) as { attempt: number; body: string };
+      assert.equal(j.attempt, 1);
+      assert.equal(j.body.length, body.length);
+      assert.ok(j.body === body, "the body arrived altered");
+      const failing = randomUUID();
+      const f = await get(`/retry/post?id=${failing}&responseCode=500&succeedAfter=1`, { method: "POST", body });
+      assert.equal(f.status, 500);
+      assert.equal(flaky.attempts.get(failing)?.length, 1);
+    });
+
     it("retries a refused connection on another endpoint", async () => {
       for (let i = 0; i < 10; i++) {
         const r = await get("/dead-retry");
