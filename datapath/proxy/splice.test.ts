@@ -32,6 +32,28 @@ function slowClient(delayMs: number): { side: Duplex; delivered: () => number } 
   return { side, delivered: () => delivered };
 }
 
+/** A client side that accepts every write at once and sends what the test pushes. */
+function nullClient(): Duplex {
+  return new Duplex({ read() {}, write(_c, _e, cb) { cb(); } });
+}
+
+/** Splices `client` to a new connection to `server`, runs `then`, and waits until that connection closes. */
+async function spliceUntilClosed(server: net.Server, client: Duplex, then: () => void): Promise<net.Socket> {
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  try {
+    const b = net.connect((server.address() as net.AddressInfo).port, "127.0.0.1");
+    const closed = new Promise((r) => b.once("close", r));
+    b.once("connect", () => {
+      splice(client, b, 60_000);
+      then();
+    });
+    await closed;
+    return b;
+  } finally {
+    server.close();
+  }
+}
+
 describe("splice", () => {
   it("delivers the whole tail to a slow client after the backend ends", async () => {
     const size = 200_000;
@@ -62,39 +84,19 @@ describe("splice", () => {
         s.end();
       });
     });
-    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    try {
-      const client = new Duplex({ read() {}, write(_c, _e, cb) { cb(); } });
-      const b = net.connect((server.address() as net.AddressInfo).port, "127.0.0.1");
-      const closed = new Promise((r) => b.once("close", r));
-      b.once("connect", () => {
-        splice(client, b, 60_000);
-        client.push(Buffer.alloc(100_000, 1));
-        client.push(null);
-      });
-      await closed;
-      assert.equal(Buffer.concat(received).length, 100_000);
-      assert.ok(backendSawEnd, "the backend got no FIN");
-    } finally {
-      server.close();
-    }
+    const client = nullClient();
+    await spliceUntilClosed(server, client, () => {
+      client.push(Buffer.alloc(100_000, 1));
+      client.push(null);
+    });
+    assert.equal(Buffer.concat(received).length, 100_000);
+    assert.ok(backendSawEnd, "the backend got no FIN");
   });
 
   it("tears the other side down at once when one side is reset", async () => {
     const server = net.createServer((s) => s.on("error", () => undefined));
-    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    try {
-      const client = new Duplex({ read() {}, write(_c, _e, cb) { cb(); } });
-      const b = net.connect((server.address() as net.AddressInfo).port, "127.0.0.1");
-      const closed = new Promise((r) => b.once("close", r));
-      b.once("connect", () => {
-        splice(client, b, 60_000);
-        client.destroy();
-      });
-      await closed;
-      assert.ok(b.destroyed);
-    } finally {
-      server.close();
-    }
+    const client = nullClient();
+    const b = await spliceUntilClosed(server, client, () => client.destroy());
+    assert.ok(b.destroyed);
   });
 });
