@@ -79,6 +79,15 @@ function checkingInterval(l: Limits): number {
  * only handed connections never emit: without it headersTimeout and requestTimeout are not
  * enforced (slowloris) and closeIdleConnections() closes nothing.
  */
+// What a 405 for CONNECT lists: any method but CONNECT is routed.
+const ALLOWED_METHODS = "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH";
+
+/** An HTTP/1.1 CONNECT asks for a forward proxy, which a gateway is not: 405, and the connection closes. */
+function refuseConnect(socket: Duplex): void {
+  socket.on("error", () => socket.destroy());
+  socket.end(`HTTP/1.1 405 Method Not Allowed\r\nallow: ${ALLOWED_METHODS}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
+}
+
 /**
  * Only WebSocket upgrades become tunnels. Any other Upgrade (h2c above all, which curl --http2
  * sends) is served as a plain request without its hop-by-hop Upgrade header, as Envoy does: a
@@ -215,6 +224,7 @@ export class Proxy {
     h1.maxHeadersCount = this.limits.maxHeaders + 1;
     trackHttp1(h1);
     h1.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(conn, req, socket, head));
+    h1.on("connect", (_req: http.IncomingMessage, socket: Duplex) => refuseConnect(socket));
     const h2c = http2.createServer(this.h2Options(), (req, res) => this.onRequest(conn, req, res));
     h2c.on("connect", (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => this.onConnect(conn, req, res));
     this.trackSessions(h2c);
@@ -300,7 +310,10 @@ export class Proxy {
       res.writeHead(status, { "content-length": "0" });
       res.end();
     };
-    if (protocol === undefined) return refuse(405);
+    if (protocol === undefined) {
+      res.setHeader("allow", ALLOWED_METHODS);
+      return refuse(405);
+    }
     if (String(protocol).toLowerCase() !== "websocket") return refuse(501);
     if (headerCount(req) > this.limits.maxHeaders) return refuse(431);
     const r = routeRequest(this.state, conn, req, "GET");
@@ -411,7 +424,11 @@ export class Proxy {
       Object.assign(s, { maxHeadersCount: this.limits.maxHeaders + 1, shouldUpgradeCallback: isWebSocketUpgrade });
       trackHttp1(s);
       s.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(conn, req, socket, head));
-      s.on("connect", (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => this.onConnect(conn, req, res));
+      // Both protocols emit 'connect' here: HTTP/2 with a response, HTTP/1.1 with the raw socket.
+      s.on("connect", (req: http2.Http2ServerRequest | http.IncomingMessage, second: http2.Http2ServerResponse | Duplex) => {
+        if (second instanceof http2.Http2ServerResponse) this.onConnect(conn, req as http2.Http2ServerRequest, second);
+        else refuseConnect(second);
+      });
       this.trackSessions(s);
       server = s;
     } else {

@@ -1118,6 +1118,18 @@ spec:
     }
   });
 
+  it("answers an HTTP/1.1 CONNECT with 405, over TLS and in plaintext, and keeps serving", async () => {
+    for (const tlsOn of [true, false]) {
+      const s = tlsOn ? await dial(addr, 443 + OFFSET, { servername: "ws.example.org", ca: CA }) : track(net.connect({ host: addr, port: 80 + OFFSET }));
+      s.write("CONNECT ws.example.org:443 HTTP/1.1\r\nhost: ws.example.org:443\r\n\r\n");
+      const r = await readResponse(s);
+      assert.equal(r.status, 405, `over ${tlsOn ? "TLS" : "plaintext"}: ${r.body}`);
+      s.destroy();
+    }
+    const after = await send({ address: addr, port: 80 + OFFSET, host: "ws.example.org", path: "/after" });
+    assert.equal(after.status, 200);
+  });
+
   describe("over HTTP/2 (RFC 8441 extended CONNECT)", () => {
     /** An HTTP/2 session to the HTTPS listener (ALPN h2) or, in plaintext, with prior knowledge. */
     const session = async (tlsOn: boolean): Promise<http2.ClientHttp2Session> => {
