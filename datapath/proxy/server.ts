@@ -74,11 +74,6 @@ function checkingInterval(l: Limits): number {
   return Math.max(100, Math.min(1000, Math.floor(l.headersTimeoutMs / 2)));
 }
 
-/**
- * Starts Node's HTTP/1.1 connection tracking. It starts on 'listening', which servers that are
- * only handed connections never emit: without it headersTimeout and requestTimeout are not
- * enforced (slowloris) and closeIdleConnections() closes nothing.
- */
 // What a 405 for CONNECT lists: any method but CONNECT is routed.
 const ALLOWED_METHODS = "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH";
 
@@ -97,6 +92,11 @@ function isWebSocketUpgrade(req: http.IncomingMessage): boolean {
   return /(^|,)\s*websocket\s*($|,)/i.test(req.headers.upgrade ?? "");
 }
 
+/**
+ * Starts Node's HTTP/1.1 connection tracking. It starts on 'listening', which servers that are
+ * only handed connections never emit: without it headersTimeout and requestTimeout are not
+ * enforced (slowloris) and closeIdleConnections() closes nothing.
+ */
 function trackHttp1(server: http.Server | http2.Http2SecureServer): void {
   server.emit("listening");
 }
