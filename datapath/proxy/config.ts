@@ -12,6 +12,12 @@ export interface Binding {
   gatewayPort: number;
   /** Listeners of every Gateway served on this socket, most specific hostname first. */
   listeners: L7Listener[];
+  /**
+   * PROXY protocol headers before connections: "required" when every Gateway on the socket has a
+   * load balancer that sends them, "optional" when only some do (a connection may or may not
+   * start with one). Absent: never read, so no client can claim another's address.
+   */
+  proxyProtocol?: "required" | "optional";
 }
 
 export interface ProxyConfig {
@@ -48,6 +54,8 @@ export function proxyConfigFrom(dp: DatapathConfig, version: number, opts: BindO
   const offset = opts.portOffset ?? 0;
   const bindings = new Map<string, Binding>();
   const gateways: Record<string, string> = {};
+  // Per socket, how many of its Gateways expect PROXY headers, of how many.
+  const proxied = new Map<string, { with: number; of: number }>();
   for (const gw of dp.gateways) {
     gateways[gw.gateway] = gw.configHash;
     for (const address of opts.address !== undefined ? [opts.address] : gw.addresses) {
@@ -57,8 +65,16 @@ export function proxyConfigFrom(dp: DatapathConfig, version: number, opts: BindO
         const b = bindings.get(key);
         if (b) b.listeners.push(...p.listeners);
         else bindings.set(key, { key, address, port, gatewayPort: p.port, listeners: [...p.listeners] });
+        const count = proxied.get(key) ?? { with: 0, of: 0 };
+        count.of++;
+        if (gw.proxyProtocol) count.with++;
+        proxied.set(key, count);
       }
     }
+  }
+  for (const [key, c] of proxied) {
+    const b = bindings.get(key);
+    if (b && c.with > 0) b.proxyProtocol = c.with === c.of ? "required" : "optional";
   }
   // Stable sort: on equal hostnames the earlier Gateway (translator order) keeps precedence.
   for (const b of bindings.values()) b.listeners.sort((a, b2) => compareHostnameSpecificity(a.hostname ?? "*", b2.hostname ?? "*"));

@@ -17,6 +17,7 @@ import { recordResult, type ClusterRuntime, type Endpoint, type Upstreams } from
 import type { PortRuntime, Table } from "./table.ts";
 import { grpcStatusFor, sendGrpcError, takeStatusHeaders } from "./grpc.ts";
 import { normalizePath } from "./path.ts";
+import { clientAddress } from "./proxyprotocol.ts";
 import type { Observer } from "./observe.ts";
 
 export type Req = IncomingMessage | Http2ServerRequest;
@@ -296,7 +297,7 @@ export function serve(state: ProxyState, req: Req, res: Res, x: Exchange, upgrad
   if (!cluster || cluster.size === 0) return void errorReply(res, x.grpc, 503, "no healthy endpoints");
 
   // Forwarding headers.
-  const remote = req.socket.remoteAddress ?? "";
+  const remote = clientAddress(req.socket);
   const xff = out["x-forwarded-for"];
   out["x-forwarded-for"] = xff ? `${Array.isArray(xff) ? xff.join(", ") : xff}, ${remote}` : remote;
   out["x-forwarded-proto"] = x.conn.tls ? "https" : "http";

@@ -7,6 +7,7 @@
 import { pino, type DestinationStream, type Logger } from "pino";
 import { Counter, Histogram, Registry } from "prom-client";
 import type { Req, Res, RouteLabels } from "./handler.ts";
+import { clientAddress } from "./proxyprotocol.ts";
 
 export interface Observer {
   /**
@@ -69,7 +70,7 @@ export function createObserver(opts: ObserverOptions = {}): Observer {
         route: labels.route || undefined,
         backend: labels.backend || undefined,
         durationMs: Math.round(seconds * 1e6) / 1e3,
-        client: req.socket.remoteAddress,
+        client: clientAddress(req.socket),
         requestId: req.headers["x-request-id"],
       });
     },

@@ -17,6 +17,7 @@ import { TlsContextCache, pickCertificate } from "./tlscontext.ts";
 import { Upstreams, type Endpoint, type UpstreamOptions } from "./upstream.ts";
 import { chooseBackend, handleRequest, routeRequest, serve, errorReply, routeLabel, type ConnInfo, type ProxyState, type Req, type Res, type RouteLabels, type Upgrade } from "./handler.ts";
 import { parseClientHello, looksLikeTls } from "./clienthello.ts";
+import { parseProxyHeader, rememberClient } from "./proxyprotocol.ts";
 import { createObserver, type Observer } from "./observe.ts";
 import { spliceTo } from "./splice.ts";
 
@@ -334,8 +335,26 @@ export class Proxy {
     const deadline = setTimeout(() => setImmediate(() => decided || socket.destroy()), this.limits.headersTimeoutMs);
     socket.once("close", () => clearTimeout(deadline));
     let seen: Buffer = Buffer.alloc(0);
+    // PROXY protocol first, where this socket's Gateways asked their load balancer for it.
+    let proxyMode = this.state.table.ports.get(b.key)?.binding.proxyProtocol;
     const onData = (chunk: Buffer): void => {
       seen = seen.length ? Buffer.concat([seen, chunk]) : chunk;
+      if (proxyMode) {
+        const header = parseProxyHeader(seen);
+        if (header.state === "more") return;
+        if (header.state === "invalid" || (header.state === "none" && proxyMode === "required")) {
+          socket.removeListener("data", onData);
+          decided = true;
+          clearTimeout(deadline);
+          return void socket.destroy();
+        }
+        proxyMode = undefined;
+        if (header.state === "ok") {
+          if (header.source) rememberClient(socket, header.source);
+          seen = seen.subarray(header.length);
+          if (seen.length === 0) return;
+        }
+      }
       const first = seen[0] as number;
       if (looksLikeTls(first)) {
         const hello = parseClientHello(seen);

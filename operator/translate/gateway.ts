@@ -24,6 +24,7 @@ import type { CaBundle, Cluster, GatewayDatapath, L4Backend, L4Service, L7Listen
 import { byAge, compareEntries } from "./precedence.ts";
 import { attach, defaultParentRef, isGatewayRef, parentRefsOf, type Attachment, type DefaultedParentRef } from "./route.ts";
 import { desiredService, generatedServiceName } from "./service.ts";
+import { PROXY_PROTOCOL_ANNOTATION } from "./nlb.ts";
 import { compileTLSRoute } from "./tlsroute.ts";
 import { checkCaConfigMap, checkTlsSecret } from "./pem.ts";
 import { Deps, type World } from "./world.ts";
@@ -190,7 +191,11 @@ export function translateGateway(input: GatewayInput): GatewayResult {
   if (isAccepted) {
     const ips = addr.addresses.filter((a) => a.type === "IPAddress").map((a) => a.value);
     const material = tlsMaterial(listeners, ctx);
-    const dp = buildDatapath(gwKey, ips, listeners, attached, ctx, input.maglev, material);
+    const ports = listeners.filter((l) => l.accepted).map((l) => ({ port: l.port, protocol: transportOf(l.protocol) }));
+    result.service = desiredService(gw, ports, config);
+    // Whatever asked for it (class config, class or infrastructure annotations), the datapath must expect it.
+    const proxyProtocol = result.service.metadata?.annotations?.[PROXY_PROTOCOL_ANNOTATION] === "*";
+    const dp = buildDatapath(gwKey, ips, listeners, attached, ctx, input.maglev, material, proxyProtocol);
     result.datapath = dp;
     result.certificates = material.certificates;
     result.caBundles = material.caBundles;
@@ -204,8 +209,6 @@ export function translateGateway(input: GatewayInput): GatewayResult {
         ? condition(CondType.Programmed, false, Reason.Pending, `Waiting for the datapath to apply configuration ${dp.configHash.slice(0, 12)}`, gen)
         : condition(CondType.Programmed, true, Reason.Programmed, "Gateway is programmed", gen);
     }
-    const ports = listeners.filter((l) => l.accepted).map((l) => ({ port: l.port, protocol: transportOf(l.protocol) }));
-    result.service = desiredService(gw, ports, config);
     const hostnames = [
       ...listeners.filter((l) => l.accepted && l.hostname).map((l) => ({ name: l.hostname as string, resource: `gateway/${gwKey}` })),
       ...dnsHostnames,
@@ -352,6 +355,7 @@ function buildDatapath(
   ctx: RouteContext,
   maglev: (backends: L4Backend[]) => Uint32Array,
   material: TlsMaterial,
+  proxyProtocol: boolean,
 ): GatewayDatapath {
   const ports = new Map<number, L7Listener[]>();
   const l4: L4Service[] = [];
@@ -377,7 +381,8 @@ function buildDatapath(
     .map(([port, list]) => ({ port, listeners: list.sort((a, b) => compareHostnameSpecificity(a.hostname ?? "*", b.hostname ?? "*")) }));
   const clusters = [...ctx.clusters.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
   const hash = createHash("sha256");
-  hash.update(JSON.stringify({ ips, l7, clusters }));
+  // Named only when set, so the hash of every other Gateway stays what it was.
+  hash.update(JSON.stringify(proxyProtocol ? { ips, l7, clusters, proxyProtocol } : { ips, l7, clusters }));
   // Certificate contents count: a rotated Secret is a new configuration the datapath must acknowledge.
   for (const c of material.certificates) hash.update(c.id).update(c.cert).update(c.key);
   for (const c of material.caBundles) hash.update(c.id).update(c.pem);
@@ -385,7 +390,9 @@ function buildDatapath(
     hash.update(JSON.stringify({ ...s, maglev: undefined }));
     hash.update(s.maglev);
   }
-  return { gateway: gwKey, configHash: hash.digest("hex"), addresses: ips, ports: l7, l4 };
+  const dp: GatewayDatapath = { gateway: gwKey, configHash: hash.digest("hex"), addresses: ips, ports: l7, l4 };
+  if (proxyProtocol) dp.proxyProtocol = true;
+  return dp;
 }
 
 /** Rank of each route by age (oldest first, then name), keyed by its compiled RouteRef object. */

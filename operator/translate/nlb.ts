@@ -3,6 +3,8 @@
 import type { AwsNlbConfig } from "../api/gatewayclassconfig.ts";
 
 export const NLB_ANNOTATION_PREFIX = "service.beta.kubernetes.io/aws-load-balancer-";
+/** Set to "*", the NLB sends PROXY protocol v2 on every target group. */
+export const PROXY_PROTOCOL_ANNOTATION = `${NLB_ANNOTATION_PREFIX}proxy-protocol`;
 
 /** Code-unit order: the same on every machine, unlike localeCompare. */
 function compareStrings(a: string, b: string): number {

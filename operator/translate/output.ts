@@ -69,6 +69,11 @@ export interface GatewayDatapath {
   ports: L7Port[];
   /** L4 services (TCP and UDP listeners), forwarded entirely in eBPF. */
   l4: L4Service[];
+  /**
+   * The Gateway's load balancer puts a PROXY protocol header before every connection (its
+   * Service asks the AWS NLB for it): the proxy reads the client's address from it. Absent = no.
+   */
+  proxyProtocol?: true;
 }
 
 export type L7Protocol = "HTTP" | "HTTPS" | "TLS";
