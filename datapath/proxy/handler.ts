@@ -16,7 +16,8 @@ import { actualHeaders, isPreflight, originAllowed, preflightHeaders, type CorsF
 import { recordResult, type ClusterRuntime, type Endpoint, type Upstreams } from "./upstream.ts";
 import type { PortRuntime, Table } from "./table.ts";
 import { grpcStatusFor, sendGrpcError, takeStatusHeaders } from "./grpc.ts";
-import { normalizePath } from "./path.ts";
+import { normalizeTarget } from "./path.ts";
+import { copyRequestHeaders, flatResponseHeaders, forwardableResponseHeaders, responseHeadersFor } from "./headers.ts";
 import { clientAddress } from "./proxyprotocol.ts";
 import type { Observer } from "./observe.ts";
 
@@ -63,12 +64,6 @@ export interface ProxyState {
   /** Spliced connections idle this long either way are closed. */
   tunnelIdleMs: number;
 }
-
-// Not forwarded. Expect as well: Node has already answered 100-continue to the client (as Envoy
-// does by default), and undici refuses to send the header at all.
-const HOP_BY_HOP = new Set([
-  "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "http2-settings", "host", "expect",
-]);
 
 /** The outcome of routing, before any forwarding: what the access log and metrics label by. */
 export interface RouteLabels {
@@ -138,10 +133,7 @@ export function routeRequest(state: ProxyState, conn: ConnInfo, req: Req, method
   }
   if (!authority) return { status: 400, message: "missing Host header", grpc: false };
   // Routed and forwarded in its normal form: both see the same path (path.ts says why).
-  const qi = path.indexOf("?");
-  const raw = qi < 0 ? path : path.slice(0, qi);
-  const normal = normalizePath(raw);
-  if (normal !== raw) path = qi < 0 ? normal : normal + path.slice(qi);
+  path = normalizeTarget(path);
   const listener = selectFor(port, conn, authority);
   if (listener === "misdirected") return { status: 421, message: "misdirected request", grpc };
   const vhost = listener && selectVirtualHost(listener, authority);
@@ -332,14 +324,6 @@ export function serve(state: ProxyState, req: Req, res: Res, x: Exchange, upgrad
     },
     () => res.destroy(),
   );
-}
-
-function copyRequestHeaders(from: HeaderMap, to: HeaderMap): void {
-  const named = connectionListed(from.connection);
-  for (const k in from) {
-    if (k.charCodeAt(0) === 58 /* ':' */ || HOP_BY_HOP.has(k) || named?.includes(k)) continue;
-    to[k] = from[k];
-  }
 }
 
 function requestHasBody(req: Req): boolean {
@@ -633,13 +617,7 @@ class Attempt implements Dispatcher.DispatchHandler {
     if (status < 100) return void c.abort(new Error(`invalid status ${status} from the backend`));
     const { req, res } = this.f;
     if (status !== 103 || headers.link === undefined || (!("stream" in req) && req.httpVersion === "1.0")) return;
-    const hints: Record<string, string | string[]> = {};
-    const named = connectionListed(headers.connection);
-    for (const k in headers) {
-      const v = headers[k];
-      if (v !== undefined && !DROP_RESPONSE.has(k) && !named?.includes(k)) hints[k] = v;
-    }
-    res.writeEarlyHints(hints);
+    res.writeEarlyHints(forwardableResponseHeaders(headers, "stream" in req));
   }
 
   onResponseData(c: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -683,47 +661,6 @@ class Attempt implements Dispatcher.DispatchHandler {
     if (this.started) res.destroy(err);
     this.settle("error", connect);
   }
-}
-
-const DROP_RESPONSE = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "http2-settings"]);
-
-/**
- * The header names a Connection header lists besides keep-alive and close: hop-by-hop as well
- * (RFC 9110 §7.6.1). Undefined for the usual values, without splitting them.
- */
-function connectionListed(v: string | string[] | undefined): string[] | undefined {
-  if (v === undefined || v === "keep-alive" || v === "close") return undefined;
-  const names = (Array.isArray(v) ? v.join(",") : v).toLowerCase().split(",").map((n) => n.trim()).filter((n) => n && n !== "keep-alive" && n !== "close");
-  return names.length ? names : undefined;
-}
-
-/** The backend's response headers for an HTTP/1.1 client, hop-by-hop ones left out, as writeHead's flat list. */
-function flatResponseHeaders(upstream: IncomingHttpHeaders): (string | string[])[] {
-  const out: (string | string[])[] = [];
-  const named = connectionListed(upstream.connection);
-  for (const k in upstream) {
-    const v = upstream[k];
-    if (v === undefined || DROP_RESPONSE.has(k) || named?.includes(k)) continue;
-    out.push(k, v);
-  }
-  return out;
-}
-
-function responseHeadersFor(upstream: IncomingHttpHeaders, fwd: Forward, h2: boolean): Record<string, string | string[]> {
-  const out: HeaderMap = {};
-  const named = connectionListed(upstream.connection);
-  for (const k in upstream) {
-    if (DROP_RESPONSE.has(k) || (h2 && k.charCodeAt(0) === 58) || named?.includes(k)) continue;
-    out[k] = upstream[k];
-  }
-  for (const m of fwd.responseMods) modifyHeaders(out, m.modifier);
-  for (const k in fwd.responseHeaders) {
-    const prev = out[k];
-    const add = fwd.responseHeaders[k] as string;
-    // Vary lists what the answer depends on: CORS adds Origin to the backend's list, never replaces it.
-    out[k] = k === "vary" && prev !== undefined ? `${Array.isArray(prev) ? prev.join(", ") : prev}, ${add}` : add;
-  }
-  return out as Record<string, string | string[]>;
 }
 
 const MIRROR_TIMEOUT_MS = 30_000;

@@ -1,6 +1,6 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { normalizePath } from "./path.ts";
+import { normalizePath, normalizeTarget } from "./path.ts";
 
 describe("normalizePath", () => {
   it("leaves normal paths alone (the same string)", () => {
@@ -35,5 +35,12 @@ describe("normalizePath", () => {
   it("merges repeated slashes and reads backslashes as slashes", () => {
     assert.equal(normalizePath("//v2//x///y"), "/v2/x/y");
     assert.equal(normalizePath("/public\\..\\admin"), "/admin");
+  });
+
+  it("normalizes a request target's path and leaves its query alone", () => {
+    assert.equal(normalizeTarget("/a/../b?x=/../&y=%2e"), "/b?x=/../&y=%2e");
+    const target = "/a/b?next=http://x//y&q=%41";
+    assert.equal(normalizeTarget(target), target);
+    assert.equal(normalizeTarget("/a/./b"), "/a/b");
   });
 });

@@ -11,6 +11,17 @@
 // What a path that needs nothing contains none of; most requests stop at this test.
 const NEEDS_WORK = /\/\.|\/\/|%|\\/;
 
+/** A request target's path normalized, its query as it was; the target itself when nothing needs doing. */
+export function normalizeTarget(target: string): string {
+  // The test may fire on the query alone (an escaped value): the path is then found normal.
+  if (!NEEDS_WORK.test(target)) return target;
+  const qi = target.indexOf("?");
+  if (qi < 0) return normalizePath(target);
+  const path = target.slice(0, qi);
+  const normal = normalizePath(path);
+  return normal === path ? target : normal + target.slice(qi);
+}
+
 /** The normalized form of a path (no query), or the path itself when it is already normal. */
 export function normalizePath(path: string): string {
   if (!NEEDS_WORK.test(path)) return path;

@@ -11,8 +11,7 @@ import type { ClusterRuntime } from "./upstream.ts";
 import { recordResult } from "./upstream.ts";
 import { CONNECT_TIMEOUT_MS, splice } from "./splice.ts";
 import { modifyHeaders, type HeaderMap } from "./rewrite.ts";
-
-const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"]);
+import { responseHeadersFor } from "./headers.ts";
 
 export function tunnel(req: Req, res: Res, cluster: ClusterRuntime, fwd: Forward, up: Upgrade, idleMs: number): void {
   // HTTP/2 (RFC 8441): the client's extended CONNECT stands for the HTTP/1.1 handshake, which the
@@ -57,12 +56,10 @@ export function tunnel(req: Req, res: Res, cluster: ClusterRuntime, fwd: Forward
       }
       // A 200 opens the tunnel on the client's stream (RFC 8441 §5), with the 101's other headers
       // (Sec-WebSocket-Protocol, -Extensions, ...) after the route's response filters.
-      const out: HeaderMap = {};
-      for (const [k, v] of Object.entries(bres.headers)) if (!HOP_BY_HOP.has(k) && k !== "sec-websocket-accept") out[k] = v;
-      for (const m of fwd.responseMods) modifyHeaders(out, m.modifier);
-      Object.assign(out, fwd.responseHeaders);
+      const out = responseHeadersFor(bres.headers, fwd, true);
+      delete out["sec-websocket-accept"];
       // Sent at once (HTTP/2's writeHead responds on the stream), ahead of the tunnel's bytes.
-      res.writeHead(200, out as OutgoingHttpHeaders);
+      res.writeHead(200, out);
     } else {
       // The backend's 101 with its handshake headers (Sec-WebSocket-Accept, -Protocol, ...), after
       // the route's response header filters, which apply to every response the route gives.
@@ -79,12 +76,8 @@ export function tunnel(req: Req, res: Res, cluster: ClusterRuntime, fwd: Forward
     const status = bres.statusCode ?? 502;
     settle(status !== 502 && status !== 503 && status !== 504);
     breq.setTimeout(0);
-    const out: HeaderMap = {};
-    for (const [k, v] of Object.entries(bres.headers)) if (!HOP_BY_HOP.has(k)) out[k] = v;
-    for (const m of fwd.responseMods) modifyHeaders(out, m.modifier);
-    Object.assign(out, fwd.responseHeaders);
     // Over HTTP/1.1, the onUpgrade response closes the client connection once it is finished.
-    res.writeHead(status, out as OutgoingHttpHeaders);
+    res.writeHead(status, responseHeadersFor(bres.headers, fwd, h2));
     bres.on("data", (c: Buffer) => res.write(c));
     bres.on("end", () => res.end());
     bres.on("error", () => res.destroy());
