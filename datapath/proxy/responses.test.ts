@@ -15,6 +15,8 @@ const ANSWERS: Record<string, string> = {
   listed: "HTTP/1.1 200 OK\r\nconnection: keep-alive, x-hop\r\nx-hop: secret\r\nx-end: kept\r\ncontent-length: 2\r\n\r\nok",
   "bad-status": "HTTP/1.1 099 Odd\r\ncontent-length: 2\r\n\r\nok",
   "cl-and-te": "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+  // 40 KB of cookies: past undici's 16 KiB default, within Envoy's 60 KiB.
+  "big-head": `HTTP/1.1 200 OK\r\n${Array.from({ length: 10 }, (_, i) => `set-cookie: c${i}=${"v".repeat(4000)}\r\n`).join("")}content-length: 2\r\n\r\nok`,
 };
 
 async function startRawBackend(address: string): Promise<{ port: number; close: () => void }> {
@@ -120,6 +122,15 @@ spec:
     const h2 = await h2Get("listed");
     assert.equal(h2.heads[0]?.["x-hop"], undefined);
     assert.equal(h2.heads[0]?.["x-end"], "kept");
+  });
+
+  it("relays a large response head (40 KB of cookies), over HTTP/1.1 and HTTP/2", async () => {
+    const h1 = await rawGet("big-head");
+    assert.match(h1, /^HTTP\/1\.1 200 /, h1.slice(0, 200));
+    assert.equal(h1.match(/\r\nset-cookie: /g)?.length, 10);
+    const h2 = await h2Get("big-head");
+    assert.equal(h2.heads[0]?.[":status"], 200);
+    assert.equal((h2.heads[0]?.["set-cookie"] as string[] | undefined)?.length, 10);
   });
 
   it("answers 502 for what cannot be relayed safely: no valid status, Content-Length with Transfer-Encoding", async () => {

@@ -84,6 +84,12 @@ export function recordResult(ep: Endpoint, ok: boolean, now: number): void {
   }
 }
 
+/**
+ * The largest response head a backend may send, as Envoy's default (60 KiB) allows; undici's
+ * own default (Node's 16 KiB) turned 20 KB of cookies into a 502.
+ */
+export const MAX_RESPONSE_HEAD_BYTES = 64 * 1024;
+
 export interface UpstreamOptions {
   connectionsPerEndpoint?: number;
   connectTimeoutMs?: number;
@@ -152,6 +158,7 @@ export class Upstreams {
     const pool = new (tls?.servername ? sniPool(tls.servername) : Pool)(origin, {
       connections: wire === "http1" ? this.opts.connectionsPerEndpoint : 4,
       pipelining: 1,
+      maxHeaderSize: MAX_RESPONSE_HEAD_BYTES,
       keepAliveTimeout: this.opts.keepAliveTimeoutMs,
       keepAliveMaxTimeout: this.opts.keepAliveTimeoutMs * 2,
       // The proxy enforces its own request timeouts; undici's defaults would cut long streams.

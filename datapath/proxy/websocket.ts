@@ -8,7 +8,7 @@ import { createHash, randomBytes } from "node:crypto";
 import type { Socket } from "node:net";
 import type { Forward, Req, Res, Upgrade } from "./handler.ts";
 import type { ClusterRuntime } from "./upstream.ts";
-import { recordResult } from "./upstream.ts";
+import { MAX_RESPONSE_HEAD_BYTES, recordResult } from "./upstream.ts";
 import { CONNECT_TIMEOUT_MS, splice } from "./splice.ts";
 import { modifyHeaders, type HeaderMap } from "./rewrite.ts";
 import { responseHeadersFor } from "./headers.ts";
@@ -32,7 +32,7 @@ export function tunnel(req: Req, res: Res, cluster: ClusterRuntime, fwd: Forward
     const upgrade = req.headers.upgrade;
     headers.upgrade = Array.isArray(upgrade) ? upgrade.join(", ") : (upgrade ?? "websocket");
   }
-  const base = { host: ep.host, port: ep.port, method: h2 ? "GET" : fwd.method, path: fwd.path, headers, setHost: false, agent: false as const };
+  const base = { host: ep.host, port: ep.port, method: h2 ? "GET" : fwd.method, path: fwd.path, headers, setHost: false, agent: false as const, maxHeaderSize: MAX_RESPONSE_HEAD_BYTES };
   const t = ep.connectTls;
   const breq = t
     ? httpsRequest({ ...base, ...t, servername: t.servername || undefined })
