@@ -1,5 +1,6 @@
 // `sluice run -f DIR`: flags, logging and signals around startRun.
 import { Option, type Command } from "commander";
+import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { isIP } from "node:net";
 import { Writable } from "node:stream";
@@ -64,6 +65,8 @@ export function registerRunCommand(program: Command, setCode: (c: number) => voi
         ...(!Number.isInteger(workers) || workers < 1 ? [`--workers must be a positive integer, got ${flags.workers}`] : []),
         ...(flags.admin && !admin ? [`--admin must be host:port, got ${flags.admin}`] : []),
         ...(flags.bpfPinDir !== undefined && !flags.bpfPinDir.startsWith("/") ? [`--bpf-pin-dir must be an absolute path, got ${flags.bpfPinDir}`] : []),
+        // A mistyped folder would otherwise serve nothing, quietly, until someone created it.
+        ...flags.filename.filter((f) => !existsSync(f)).map((f) => `-f ${f}: no such file or directory`),
       ];
       if (problems.length) {
         for (const p of problems) process.stderr.write(`sluice run: ${p}\n`);

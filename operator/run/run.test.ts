@@ -107,6 +107,22 @@ for (const workers of [1, 2]) {
   });
 }
 
+describe("sluice run refuses bad flags", () => {
+  it("says what is wrong and exits with 2, before serving anything", async () => {
+    const bin = join(import.meta.dirname, "../../bin/sluice.js");
+    const run = (args: string[]): Promise<{ code: number | null; stderr: string }> => new Promise((resolve) => {
+      execFile(process.execPath, [bin, "run", ...args], { timeout: 20_000 }, (err, _stdout, stderr) =>
+        resolve({ code: err ? (typeof err.code === "number" ? err.code : null) : 0, stderr }));
+    });
+    const missing = await run(["-f", "/nonexistent/sluice-manifests", "--port-offset", "40000"]);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /-f \/nonexistent\/sluice-manifests: no such file or directory/);
+    const offset = await run(["-f", import.meta.dirname, "--port-offset", "abc"]);
+    assert.equal(offset.code, 2);
+    assert.match(offset.stderr, /--port-offset must be an integer/);
+  });
+});
+
 describe("the README's demo command", () => {
   it("serves the walkthrough and every check passes", { timeout: 120_000 }, async () => {
     const out = await new Promise<string>((resolve, reject) => {
