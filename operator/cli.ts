@@ -1,5 +1,6 @@
 // The `sluice` command line. Each command's module is loaded only when that command runs (all of
 // them for help): the operator's Kubernetes client alone adds ~85 MB that `sluice run` must not pay.
+import { readFileSync } from "node:fs";
 import { Command } from "commander";
 
 type Register = (program: Command, setCode: (c: number) => void) => void;
@@ -13,8 +14,10 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
 };
 
 export async function main(argv: string[]): Promise<number> {
+  const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
   const program = new Command("sluice")
     .description("Sluice: a Kubernetes Gateway API implementation (operator, eBPF L4 datapath, L7 proxy)")
+    .version(version)
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   let code = 0;

@@ -2,7 +2,7 @@
 // statuses reported, and the README's demo command verified.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import dgram from "node:dgram";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -107,13 +107,30 @@ for (const workers of [1, 2]) {
   });
 }
 
-describe("sluice run refuses bad flags", () => {
-  it("says what is wrong and exits with 2, before serving anything", async () => {
-    const bin = join(import.meta.dirname, "../../bin/sluice.js");
-    const run = (args: string[]): Promise<{ code: number | null; stderr: string }> => new Promise((resolve) => {
-      execFile(process.execPath, [bin, "run", ...args], { timeout: 20_000 }, (err, _stdout, stderr) =>
-        resolve({ code: err ? (typeof err.code === "number" ? err.code : null) : 0, stderr }));
+describe("the sluice command line", () => {
+  const bin = join(import.meta.dirname, "../../bin/sluice.js");
+  const sluice = (args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> => new Promise((resolve) => {
+    execFile(process.execPath, [bin, ...args], { timeout: 20_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? (typeof err.code === "number" ? err.code : null) : 0, stdout, stderr }));
+  });
+  const run = (args: string[]): ReturnType<typeof sluice> => sluice(["run", ...args]);
+
+  it("prints its version", async () => {
+    const { version } = JSON.parse(readFileSync(join(import.meta.dirname, "../../package.json"), "utf8")) as { version: string };
+    assert.deepEqual(await sluice(["--version"]), { code: 0, stdout: `${version}\n`, stderr: "" });
+  });
+
+  // The machines' own Node (20) cannot run TypeScript; the command must say so, not crash.
+  const oldNode = ["/usr/bin/node", "/usr/local/bin/node"].find((p) => existsSync(p) && Number(execFileSync(p, ["-p", "process.versions.node"]).toString().split(".")[0]) < 24);
+  it("tells an older Node which Node to use", { skip: oldNode ? false : "no Node older than 24 on this machine" }, async () => {
+    const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      execFile(oldNode as string, [bin, "run", "-f", "."], { timeout: 20_000 }, (err, _stdout, stderr) => resolve({ code: err ? (typeof err.code === "number" ? err.code : null) : 0, stderr }));
     });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^sluice needs Node\.js 24 or later, and this is v\d+.*npx sluice/);
+  });
+
+  it("run says what is wrong with its flags and exits with 2, before serving anything", async () => {
     const missing = await run(["-f", "/nonexistent/sluice-manifests", "--port-offset", "40000"]);
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /-f \/nonexistent\/sluice-manifests: no such file or directory/);
